@@ -1,0 +1,237 @@
+"""Numba kernels of the CPU codec: bit statistics, exact sizes, encoder and decoder.
+
+All arithmetic runs on uint64 whatever the chunk width, so one kernel serves 32- and 64-bit
+chunks; constants are typed explicitly because mixing signed and unsigned integers makes Numba
+fall back to floats.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@nb.njit(inline="always")
+def _low(n):
+    """Mask of the ``n`` lowest bits, ``0 <= n <= 64`` (a shift by 64 is undefined)."""
+    if n >= 64:
+        return _ALL
+    return (_U1 << np.uint64(n)) - _U1
+
+
+@nb.njit(inline="always")
+def _shl(v, n):
+    if n >= 64:
+        return _U0
+    return v << np.uint64(n)
+
+
+@nb.njit(inline="always")
+def _shr(v, n):
+    if n >= 64:
+        return _U0
+    return v >> np.uint64(n)
+
+
+@nb.njit(cache=True, nogil=True)
+def byte_histogram(words, hist):
+    """Count, per byte position ``p`` of the rows and byte value ``v != 0``, the rows with that
+    byte: ``hist[v, p] += 1``. ``words`` is ``[n, C8]`` uint64 (rows padded to 8 bytes).
+
+    Byte-value-major layout keeps the common zero bytes out of the table entirely and the rest
+    close together; all-zero words, the bulk of sparse features, cost one comparison.
+    """
+    n, c8 = words.shape
+    for i in range(n):
+        for c in range(c8):
+            w = words[i, c]
+            if w == _U0:
+                continue
+            for b in range(8):
+                v = (w >> np.uint64(8 * b)) & np.uint64(0xFF)
+                if v != _U0:
+                    hist[v, c * 8 + b] += 1
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, out):
+    """Exact stored words of every row under every candidate mask.
+
+    ``words``: ``[n, >= C]`` chunks (uint32 or uint64); ``majority``: ``[C]`` usual bit values;
+    ``masks``: ``[T, C]`` nested candidate masks; ``free_bits``: ``[T, C]``. Adds to ``out[T]``
+    the total stored words (header + stream, or ``C`` for rows stored raw).
+    """
+    n = words.shape[0]
+    t_count = masks.shape[0]
+    w = chunk_bits
+    header = (num_chunks + w - 1) // w
+    base_bits = np.zeros(t_count, np.int64)
+    for t in range(t_count):
+        for c in range(num_chunks):
+            base_bits[t] += free_bits[t, c]
+    per_row = np.zeros((n, t_count), np.int64)
+    for i in nb.prange(n):
+        bits = base_bits.copy()
+        for c in range(num_chunks):
+            d = np.uint64(words[i, c]) ^ majority[c]
+            if d == _U0:
+                continue
+            for t in range(t_count):
+                if d & masks[t, c]:
+                    bits[t] += w - free_bits[t, c]
+        for t in range(t_count):
+            stored = header + (bits[t] + w - 1) // w
+            per_row[i, t] = min(stored, num_chunks)
+    for i in range(n):
+        for t in range(t_count):
+            out[t] += per_row[i, t]
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def row_words(words, num_chunks, chunk_bits, mask, bitval, free_bits, out):
+    """Stored length in words of each row of ``words`` under one plan, into ``out[n]``."""
+    n = words.shape[0]
+    w = chunk_bits
+    header = (num_chunks + w - 1) // w
+    base = 0
+    for c in range(num_chunks):
+        base += free_bits[c]
+    for i in nb.prange(n):
+        bits = base
+        for c in range(num_chunks):
+            if (np.uint64(words[i, c]) & mask[c]) != bitval[c]:
+                bits += w - free_bits[c]
+        out[i] = min(header + (bits + w - 1) // w, num_chunks)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def encode_rows(words, num_chunks, chunk_bits, kinds, kind_masks, kind_bitvals, run_start,
+                run_len, run_count, offsets, payload):
+    """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]``.
+
+    A row given exactly ``num_chunks`` words is stored raw. Column ``c`` has kind ``kinds[c]``;
+    ``run_start/run_len[k, r]`` list the runs of free bits of kind ``k`` from the most
+    significant down (``run_count[k]`` of them), so extracting free bits costs one shift and mask
+    per run instead of one per bit.
+    """
+    n = words.shape[0]
+    w = chunk_bits
+    header = (num_chunks + w - 1) // w
+    for i in nb.prange(n):
+        pos = offsets[i]
+        if offsets[i + 1] - pos == num_chunks:
+            for c in range(num_chunks):
+                payload[pos + c] = words[i, c]
+            continue
+        for h in range(header):
+            hv = _U0
+            for b in range(min(w, num_chunks - h * w)):
+                c = h * w + b
+                k = kinds[c]
+                if (np.uint64(words[i, c]) & kind_masks[k]) == kind_bitvals[k]:
+                    hv |= _U1 << np.uint64(b)
+            payload[pos + h] = hv
+        out = pos + header
+        cur = _U0
+        nbits = 0
+        for c in range(num_chunks):
+            x = np.uint64(words[i, c])
+            k = kinds[c]
+            if (x & kind_masks[k]) == kind_bitvals[k]:
+                v = _U0
+                length = 0
+                for r in range(run_count[k]):
+                    rl = run_len[k, r]
+                    v = _shl(v, rl) | (_shr(x, run_start[k, r]) & _low(rl))
+                    length += rl
+            else:
+                v = x
+                length = w
+            if length == 0:
+                continue
+            if nbits + length < w:
+                cur = _shl(cur, length) | v
+                nbits += length
+            else:
+                take = w - nbits
+                rest = length - take
+                payload[out] = (_shl(cur, take) | _shr(v, rest)) & _low(w)
+                out += 1
+                cur = v & _low(rest)
+                nbits = rest
+        if nbits > 0:
+            payload[out] = _shl(cur, w - nbits) & _low(w)
+            out += 1
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitvals, kind_free,
+                run_start, run_len, run_count, out):
+    """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i, :num_chunks]``."""
+    b_count = starts.shape[0]
+    w = chunk_bits
+    header = (num_chunks + w - 1) // w
+    for i in nb.prange(b_count):
+        start = starts[i]
+        if ends[i] - start == num_chunks:
+            for c in range(num_chunks):
+                out[i, c] = payload[start + c]
+            continue
+        pos = start + header  # word holding the next stream bit
+        used = 0              # bits of that word already consumed
+        for c in range(num_chunks):
+            k = kinds[c]
+            packed = (np.uint64(payload[start + c // w]) >> np.uint64(c % w)) & _U1
+            length = kind_free[k] if packed else w
+            if length == 0:
+                out[i, c] = kind_bitvals[k]
+                continue
+            avail = w - used
+            cur = np.uint64(payload[pos]) & _low(avail)
+            if length < avail:
+                v = cur >> np.uint64(avail - length)
+                used += length
+            else:
+                need = length - avail
+                pos += 1
+                if need > 0:
+                    v = _shl(cur, need) | (np.uint64(payload[pos]) >> np.uint64(w - need))
+                else:
+                    v = cur
+                used = need
+            if not packed:
+                out[i, c] = v
+                continue
+            x = kind_bitvals[k]
+            for r in range(run_count[k] - 1, -1, -1):
+                rl = run_len[k, r]
+                x |= _shl(v & _low(rl), run_start[k, r])
+                v = _shr(v, rl)
+            out[i, c] = x
+
+
+@nb.njit(cache=True, nogil=True)
+def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, free_bits):
+    """Index of the first encoded row whose header implies a length other than its stored one,
+    or -1. Guarantees the decoder never reads past a row."""
+    w = chunk_bits
+    header = (num_chunks + w - 1) // w
+    for i in range(offsets.shape[0] - 1):
+        start = offsets[i]
+        length = offsets[i + 1] - start
+        if length == num_chunks:
+            continue
+        if length < header:
+            return i
+        bits = 0
+        for c in range(num_chunks):
+            if (np.uint64(payload[start + c // w]) >> np.uint64(c % w)) & _U1:
+                bits += free_bits[c]
+            else:
+                bits += w
+        if header + (bits + w - 1) // w != length:
+            return i
+    return -1

@@ -1,0 +1,281 @@
+"""The condensed IBP container: rows back to back in one buffer, compact offsets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from . import dtypes
+
+WORD_DTYPES = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
+PAYLOAD_ALIGNMENT = 256
+
+
+KIND_BITS = (0, 1, 2, 4, 8, 16, 32)
+
+
+def split_offsets(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Absolute word offsets int64 ``[N + 1]`` -> ``(offset_lo, block_base, offset_shift)``.
+
+    uint16 relative offsets when blocks of at least 16 rows fit them, else uint32; the largest
+    block (shift <= 16) that fits keeps ``block_base`` small.
+    """
+    idx = np.arange(len(offsets))
+    for dtype, min_shift in ((np.uint16, 4), (np.uint32, 0)):
+        limit = np.iinfo(dtype).max
+        for shift in range(16, min_shift - 1, -1):
+            base = offsets[::1 << shift]
+            lo = offsets - base[idx >> shift]
+            if len(lo) == 0 or lo.max() <= limit:
+                return lo.astype(dtype), base.astype(np.uint64), shift
+    raise ValueError("a row is too long for 32-bit relative offsets")
+
+
+def pack_kinds(ids: np.ndarray, kind_bits: int) -> np.ndarray:
+    """Column kind ids ``[C]`` -> uint32 words, ``kind_bits`` bits each, least significant first."""
+    if kind_bits == 0:
+        return np.zeros(0, np.uint32)
+    per_word = 32 // kind_bits
+    padded = np.zeros(-(-len(ids) // per_word) * per_word, np.uint64)
+    padded[:len(ids)] = ids
+    shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(kind_bits))
+    return (padded.reshape(-1, per_word) << shifts).sum(1, dtype=np.uint64).astype(np.uint32)
+
+
+def unpack_kinds(words: np.ndarray, kind_bits: int, num_columns: int) -> np.ndarray:
+    """Inverse of :func:`pack_kinds`: uint32 ids ``[num_columns]``."""
+    if kind_bits == 0:
+        return np.zeros(num_columns, np.uint32)
+    per_word = 32 // kind_bits
+    shifts = np.arange(per_word, dtype=np.uint64) * np.uint64(kind_bits)
+    ids = (words.astype(np.uint64)[:, None] >> shifts) & np.uint64((1 << kind_bits) - 1)
+    return ids.reshape(-1)[:num_columns].astype(np.uint32)
+
+
+def column_kinds(mask: np.ndarray, bitval: np.ndarray):
+    """Distinct ``(mask, bitval)`` pairs of the columns: ``(kind_masks, kind_bitvals,
+    packed ids, kind_bits)``."""
+    if len(mask) == 0:
+        return mask[:0], bitval[:0], np.zeros(0, np.uint32), 0
+    pairs = np.stack([mask, bitval], axis=1)
+    table, ids = np.unique(pairs, axis=0, return_inverse=True)
+    ids = ids.reshape(-1)
+    kind_bits = next(b for b in KIND_BITS if (1 << b) >= len(table))
+    return (np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1]),
+            pack_kinds(ids, kind_bits), kind_bits)
+
+
+def as_index(index, num_rows: int) -> np.ndarray:
+    """Validate a row index (any integer dtype, tensor, array, list, slice or None) -> int64."""
+    if index is None:
+        return np.arange(num_rows, dtype=np.int64)
+    if isinstance(index, slice):
+        return np.arange(num_rows, dtype=np.int64)[index]
+    if isinstance(index, torch.Tensor):
+        if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+            raise TypeError(f"row index must be an integer tensor, got {index.dtype}")
+        idx = index.detach().cpu().reshape(-1).to(torch.int64).numpy()
+    else:
+        arr = np.asarray(index)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"row index must be integers, got dtype {arr.dtype}")
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise IndexError(f"row index {arr.max()} out of range for {num_rows} rows")
+        idx = arr.reshape(-1).astype(np.int64, copy=False)
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0:
+            raise IndexError(f"negative row index {lo}: indices must be in [0, {num_rows})")
+        if hi >= num_rows:
+            raise IndexError(f"row index {hi} out of range for {num_rows} rows")
+    return idx
+
+
+def _default_allocator(nbytes: int) -> np.ndarray:
+    buf = np.empty(nbytes + PAYLOAD_ALIGNMENT, dtype=np.uint8)
+    start = (-buf.ctypes.data) % PAYLOAD_ALIGNMENT
+    return buf[start:start + nbytes]
+
+
+@dataclass(eq=False)
+class CompressedMatrix:
+    """An ``[N, *row_shape]`` matrix, IBP-compressed row by row (see ``docs/format.md``).
+
+    Attributes:
+        shape: ``(N, *row_shape)`` of the original matrix.
+        dtype: dtype name (``"float32"``, ``"bfloat16"``, ...).
+        chunk_bits: chunk width ``W`` (32 or 64).
+        kind_masks, kind_bitvals: ``[K]`` words of width ``W``: the distinct per-column
+            (invariant bits, their value) pairs.
+        column_kinds: uint32 words packing each column's kind id in ``kind_bits`` bits.
+        payload: ``[total_words]`` words of width ``W``: the rows back to back.
+        offset_lo: uint16/uint32 ``[N + 1]``; block_base: uint64 ``[(N >> offset_shift) + 1]``:
+            row ``i`` starts at word ``block_base[i >> offset_shift] + offset_lo[i]``.
+        threshold: the invariance threshold the masks were chosen with (information only).
+    """
+
+    shape: tuple
+    dtype: str
+    chunk_bits: int
+    kind_masks: np.ndarray
+    kind_bitvals: np.ndarray
+    column_kinds: np.ndarray
+    kind_bits: int
+    payload: np.ndarray
+    offset_lo: np.ndarray
+    block_base: np.ndarray
+    offset_shift: int
+    threshold: float = 1.0
+    compress_seconds: float = field(default=0.0, compare=False)
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def row_shape(self) -> tuple:
+        return tuple(self.shape[1:])
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * dtypes.itemsize(self.dtype)
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.chunk_bits // 8
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.row_bytes // self.chunk_bytes)
+
+    @property
+    def header_words(self) -> int:
+        return -(-self.num_chunks // self.chunk_bits)
+
+    @property
+    def num_kinds(self) -> int:
+        return int(self.kind_masks.shape[0])
+
+    def column_kind_ids(self) -> np.ndarray:
+        """Kind id of every column, uint32 ``[C]``."""
+        return unpack_kinds(self.column_kinds, self.kind_bits, self.num_chunks)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Per-column invariant bits ``[C]`` (expanded from the kinds on every access)."""
+        return self.kind_masks[self.column_kind_ids()]
+
+    @property
+    def bitval(self) -> np.ndarray:
+        """Per-column values of the invariant bits ``[C]`` (expanded on every access)."""
+        return self.kind_bitvals[self.column_kind_ids()]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return dtypes.torch_dtype(self.dtype)
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def raw_bytes(self) -> int:
+        return self.num_rows * self.row_bytes
+
+    @property
+    def payload_bytes(self) -> int:
+        return int(self.payload.nbytes)
+
+    @property
+    def index_bytes(self) -> int:
+        return int(self.offset_lo.nbytes + self.block_base.nbytes)
+
+    @property
+    def column_bytes(self) -> int:
+        return int(self.kind_masks.nbytes + self.kind_bitvals.nbytes + self.column_kinds.nbytes)
+
+    @property
+    def host_bytes(self) -> int:
+        return self.payload_bytes + self.index_bytes + self.column_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.host_bytes if self.host_bytes else 1.0
+
+    def row_offsets(self, index=None) -> tuple[np.ndarray, np.ndarray]:
+        """Word range ``[start, end)`` of each requested row in ``payload`` (int64 arrays)."""
+        idx = as_index(index, self.num_rows)
+        return self._offsets(idx), self._offsets(idx + 1)
+
+    def _offsets(self, idx: np.ndarray) -> np.ndarray:
+        return (self.block_base[idx >> self.offset_shift].astype(np.int64)
+                + self.offset_lo[idx].astype(np.int64))
+
+    @property
+    def row_words(self) -> np.ndarray:
+        """Stored length of every row in words, int64 ``[N]``."""
+        off = self._offsets(np.arange(self.num_rows + 1, dtype=np.int64))
+        return np.diff(off)
+
+    @property
+    def raw_flags(self) -> np.ndarray:
+        """bool ``[N]``: rows stored raw (exactly the rows of ``num_chunks`` words)."""
+        return self.row_words == self.num_chunks
+
+    @property
+    def rows_raw(self) -> int:
+        return int(self.raw_flags.sum())
+
+    # -- decoding ---------------------------------------------------------------------------
+    @property
+    def kind_runs(self):
+        """``(start, length, count)`` runs of free bits per kind (see ``plan.free_bit_runs``)."""
+        runs = self.__dict__.get("_kind_runs")
+        if runs is None:
+            from .plan import free_bit_runs
+            runs = self.__dict__["_kind_runs"] = free_bit_runs(self.kind_masks, self.chunk_bits)
+        return runs
+
+    def decode(self, index=None) -> torch.Tensor:
+        """Rows ``index`` (``[B]`` of any integer dtype, a slice, or None for all rows), bit-exact,
+        in the caller's order, as a CPU tensor ``[B, *row_shape]`` of the original dtype."""
+        from .decode import decode_rows
+        idx = as_index(index, self.num_rows)
+        shape = (len(idx),) + self.row_shape
+        if not len(idx) or not self.row_bytes:
+            return torch.zeros(shape, dtype=self.torch_dtype)
+        rows = decode_rows(self, idx).view(np.uint8)
+        if rows.shape[1] != self.row_bytes:  # drop the padding of the last chunk
+            rows = np.ascontiguousarray(rows[:, :self.row_bytes])
+        return torch.from_numpy(rows).view(self.torch_dtype).reshape(shape)
+
+    def save(self, path) -> None:
+        from .io import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, *, mmap: bool = True) -> "CompressedMatrix":
+        from .io import load
+        return load(path, mmap=mmap)
+
+    def summary(self) -> dict:
+        return {
+            "rows": self.num_rows,
+            "dim": int(np.prod(self.row_shape, dtype=np.int64)),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "raw_bytes": self.raw_bytes,
+            "payload_bytes": self.payload_bytes,
+            "host_bytes": self.host_bytes,
+            "ratio": self.ratio,
+            "chunk_bits": self.chunk_bits,
+            "column_kinds": self.num_kinds,
+            "threshold": self.threshold,
+            "rows_raw": self.rows_raw,
+            "compress_seconds": self.compress_seconds,
+        }
+
+
+Allocator = Callable[[int], np.ndarray]

@@ -1,0 +1,171 @@
+"""Store files: one file per compressed matrix, versioned header, a CRC-32 per section.
+
+Layout: ``MAGIC`` (8 bytes), format version (uint32 LE), header length (uint32 LE), the JSON
+header, its CRC-32 (uint32 LE), then each array section at a 4096-byte boundary so the payload
+can be memory-mapped in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import _kernels, dtypes
+from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
+from .plan import popcount
+
+MAGIC = b"\x89IBPGNN\n"
+FORMAT_VERSION = 1
+SECTION_ALIGNMENT = 4096
+_SECTIONS = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base", "payload")
+_PREFIX = struct.Struct("<8sII")
+
+
+class StoreFileError(ValueError):
+    """A store file is truncated, corrupted, or not a store file."""
+
+
+def _crc32(arr: np.ndarray) -> int:
+    crc = 0
+    flat = arr.reshape(-1).view(np.uint8)
+    step = 64 << 20
+    for lo in range(0, flat.size, step):
+        crc = zlib.crc32(flat[lo:lo + step], crc)
+    return crc
+
+
+def save(cm: CompressedMatrix, path) -> None:
+    """Write ``cm`` to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    arrays = {name: np.ascontiguousarray(getattr(cm, name)) for name in _SECTIONS}
+    header = {
+        "shape": [int(s) for s in cm.shape], "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
+        "offset_shift": cm.offset_shift, "kind_bits": cm.kind_bits, "threshold": cm.threshold, "sections": {},
+    }
+    # section offsets depend on the header length, which depends on the offsets: fix the
+    # header size first with generous placeholders, then fill in the real values
+    offset = 0
+    for name, arr in arrays.items():
+        header["sections"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                                    "offset": 0, "nbytes": int(arr.nbytes),
+                                    "crc32": _crc32(arr)}
+    head_len = len(json.dumps(header).encode()) + 32 * len(arrays) + 64
+    offset = -(-(_PREFIX.size + head_len + 4) // SECTION_ALIGNMENT) * SECTION_ALIGNMENT
+    for name, arr in arrays.items():
+        header["sections"][name]["offset"] = offset
+        end = offset + arr.nbytes
+        offset = -(-end // SECTION_ALIGNMENT) * SECTION_ALIGNMENT
+    header["file_bytes"] = end
+    head = json.dumps(header).encode().ljust(head_len)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
+        f.write(head)
+        f.write(struct.pack("<I", zlib.crc32(head)))
+        for name, arr in arrays.items():
+            f.seek(header["sections"][name]["offset"])
+            f.write(arr.reshape(-1).view(np.uint8).data)
+        f.truncate(end)
+    os.replace(tmp, path)
+
+
+def load(path, *, mmap: bool = True) -> CompressedMatrix:
+    """Read a store file; with ``mmap`` the sections are mapped read-only instead of read.
+
+    Every section's checksum and the container's structure are verified before returning, so a
+    truncated or corrupted file raises :class:`StoreFileError` and never decodes to wrong data.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+            raise StoreFileError(f"{path}: not an ibp_gnn store file")
+        _, version, head_len = _PREFIX.unpack(prefix)
+        if version != FORMAT_VERSION:
+            raise StoreFileError(f"{path}: store format version {version}; this version of "
+                                 f"ibp_gnn reads version {FORMAT_VERSION}")
+        head = f.read(head_len)
+        crc = f.read(4)
+        if len(head) < head_len or len(crc) < 4:
+            raise StoreFileError(f"{path}: truncated header")
+        if struct.unpack("<I", crc)[0] != zlib.crc32(head):
+            raise StoreFileError(f"{path}: header checksum mismatch (corrupted file)")
+        try:
+            header = json.loads(head)
+        except ValueError as e:
+            raise StoreFileError(f"{path}: unreadable header: {e}") from None
+    if size != header.get("file_bytes"):
+        raise StoreFileError(f"{path}: truncated or extended: {size} bytes, the header says "
+                             f"{header.get('file_bytes')}")
+    arrays = {}
+    for name in _SECTIONS:
+        sec = header["sections"][name]
+        end = sec["offset"] + sec["nbytes"]
+        if end > size:
+            raise StoreFileError(f"{path}: truncated: section {name!r} ends at byte {end}, "
+                                 f"the file has {size} bytes")
+        dt = np.dtype(sec["dtype"])
+        count = sec["nbytes"] // dt.itemsize
+        if mmap and count:
+            arr = np.memmap(path, dtype=dt, mode="r", offset=sec["offset"], shape=(count,))
+        else:
+            with open(path, "rb") as f:
+                f.seek(sec["offset"])
+                arr = np.frombuffer(f.read(sec["nbytes"]), dtype=dt).copy()
+        if _crc32(arr) != sec["crc32"]:
+            raise StoreFileError(f"{path}: checksum mismatch in section {name!r} "
+                                 f"(corrupted file)")
+        arrays[name] = arr.reshape(sec["shape"])
+    cm = CompressedMatrix(shape=tuple(header["shape"]), dtype=header["dtype"],
+                          chunk_bits=header["chunk_bits"], offset_shift=header["offset_shift"],
+                          kind_bits=header["kind_bits"],
+                          threshold=header.get("threshold", 1.0), **arrays)
+    validate(cm, str(path))
+    return cm
+
+
+def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
+    """Check the container's structure so decoding can never read out of bounds."""
+    def fail(msg):
+        raise StoreFileError(f"{where}: invalid container: {msg}")
+
+    if cm.dtype not in dtypes.SUPPORTED_DTYPES:
+        fail(f"unknown dtype {cm.dtype!r}")
+    if cm.chunk_bits not in WORD_DTYPES:
+        fail(f"chunk_bits {cm.chunk_bits}")
+    wd = WORD_DTYPES[cm.chunk_bits]
+    n, c = cm.num_rows, cm.num_chunks
+    if not 0 <= cm.offset_shift <= 16:
+        fail(f"offset_shift {cm.offset_shift}")
+    if cm.kind_bits not in KIND_BITS:
+        fail(f"kind_bits {cm.kind_bits}")
+    k = cm.kind_masks.shape[0] if cm.kind_masks.ndim == 1 else -1
+    kind_words = 0 if cm.kind_bits == 0 else -(-c * cm.kind_bits // 32)
+    expect = {"kind_masks": ((k,), wd), "kind_bitvals": ((k,), wd),
+              "column_kinds": ((kind_words,), np.dtype(np.uint32)), "payload": (None, wd),
+              "offset_lo": ((n + 1,), None),
+              "block_base": (((n >> cm.offset_shift) + 1,), np.dtype(np.uint64))}
+    for name, (shape, dt) in expect.items():
+        arr = getattr(cm, name)
+        ok_dtype = arr.dtype in (np.uint16, np.uint32) if dt is None else arr.dtype == dt
+        if not ok_dtype or arr.ndim != 1 or (shape is not None and arr.shape != shape):
+            fail(f"{name} has dtype {arr.dtype} and shape {arr.shape}")
+    if c and (k < 1 or k > (1 << cm.kind_bits) or cm.column_kind_ids().max() >= k):
+        fail(f"column kinds refer to kinds beyond the {k} stored")
+    if np.any(cm.kind_bitvals & ~cm.kind_masks):
+        fail("bitval has bits outside mask")
+    offsets = cm._offsets(np.arange(n + 1, dtype=np.int64))
+    lengths = np.diff(offsets)
+    if offsets[0] != 0 or (n and (lengths.min() < 0 or lengths.max() > c)):
+        fail("row offsets are not increasing or a row is longer than a raw row")
+    if offsets[-1] != cm.payload.size:
+        fail(f"offsets end at word {offsets[-1]}, payload has {cm.payload.size} words")
+    bad = _kernels.first_inconsistent_row(cm.payload, offsets, c, cm.chunk_bits,
+                                          cm.chunk_bits - popcount(cm.mask))
+    if bad >= 0:
+        fail(f"row {bad}: its header does not match its stored length")

@@ -1,0 +1,155 @@
+"""Preprocessing: choose the chunk width and the per-column masks by exact compressed size."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels
+from .container import WORD_DTYPES
+
+#: Invariance thresholds tried: a bit joins the mask when at least this fraction of rows agree
+#: on its value. 1.0 keeps only truly invariant bits; 0.5 makes every bit "invariant".
+DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
+CHUNK_WIDTHS = (32, 64)
+DEFAULT_SAMPLE_ROWS = 1 << 18
+DEFAULT_BLOCK_BYTES = 64 << 20
+
+# bits set in each byte value, [256, 8]: _BYTE_BITS[v, b] = (v >> b) & 1
+_BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How rows are chunked and which bits of each column are treated as invariant.
+
+    ``mask``/``bitval`` are ``[C]`` arrays of the chunk's word dtype.
+    """
+
+    chunk_bits: int
+    mask: np.ndarray
+    bitval: np.ndarray
+    threshold: float
+
+    @property
+    def num_chunks(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def free_bits(self) -> np.ndarray:
+        return self.chunk_bits - popcount(self.mask)
+
+
+def popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits of each word, int64."""
+    words = np.ascontiguousarray(words)
+    per_byte = _BYTE_BITS.sum(1)[words.reshape(-1).view(np.uint8)]
+    return per_byte.reshape(words.shape + (words.dtype.itemsize,)).sum(-1)
+
+
+def free_bit_runs(mask: np.ndarray, chunk_bits: int):
+    """``start[C, R]``, ``length[C, R]``, ``count[C]``: maximal runs of zero bits of each mask,
+    from the most significant bit down. ``R`` is the largest run count over the columns."""
+    c = mask.shape[0]
+    bits = ((mask.astype(np.uint64)[:, None] >> np.arange(chunk_bits, dtype=np.uint64)[None, :])
+            & np.uint64(1)).astype(np.int8)
+    free = bits[:, ::-1] == 0                      # [C, W], column 0 = most significant bit
+    edges = np.diff(np.pad(free.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    begins = [np.flatnonzero(e == 1) for e in edges]
+    ends = [np.flatnonzero(e == -1) for e in edges]
+    count = np.array([len(b) for b in begins], dtype=np.int64)
+    r = max(1, int(count.max()) if c else 1)
+    start = np.zeros((c, r), np.int64)
+    length = np.zeros((c, r), np.int64)
+    for j in range(c):
+        if count[j]:
+            # a run covering MSB-order positions [b, e) covers bits chunk_bits-e .. chunk_bits-1-b
+            start[j, :count[j]] = chunk_bits - ends[j]
+            length[j, :count[j]] = ends[j] - begins[j]
+    return start, length, count
+
+
+def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
+    """``[n, row_bytes]`` uint8 -> ``[n, ceil(row_bytes / pad_to) * pad_to]`` uint8 with zero
+    padding, C-contiguous and 8-byte aligned so it views as uint32 or uint64 words. Views the
+    input when no padding is needed and it is aligned."""
+    n, rb = byte_rows.shape
+    width = -(-rb // pad_to) * pad_to
+    if width == rb and byte_rows.flags.c_contiguous and byte_rows.ctypes.data % 8 == 0:
+        return byte_rows
+    out = np.zeros((n, width), np.uint8)
+    out[:, :rb] = byte_rows
+    return out
+
+
+def row_blocks(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES):
+    """Yield ``(first_row, padded block)`` covering the rows in bounded memory."""
+    n, rb = byte_rows.shape
+    step = max(1, block_bytes // max(rb, 1))
+    for lo in range(0, n, step):
+        yield lo, padded_words(byte_rows[lo:lo + step])
+
+
+def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
+    """Rows with bit ``b`` of byte ``p`` set, for every bit position of the 8-byte-padded row:
+    int64 ``[row_bytes_padded * 8]``, bit ``8 * p + b``. One streaming pass in row blocks."""
+    n, rb = byte_rows.shape
+    width = -(-rb // 8) * 8
+    hist = np.zeros((256, width), np.int64)
+    for _, block in row_blocks(byte_rows, block_bytes):
+        _kernels.byte_histogram(block.view(np.uint64), hist)
+    # hist[v, p] rows with value v at byte p  ->  rows with bit b set at byte p
+    return (_BYTE_BITS.T @ hist).T.reshape(-1)
+
+
+def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: int,
+                     thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Majority bit values ``[C]`` and nested masks ``[T, C]`` as uint64 words."""
+    per_chunk = counts[:num_chunks * chunk_bits].reshape(num_chunks, chunk_bits)
+    weights = np.uint64(1) << np.arange(chunk_bits, dtype=np.uint64)
+    majority_bits = per_chunk * 2 > n
+    agreement = np.maximum(per_chunk, n - per_chunk) / max(n, 1)
+    majority = (majority_bits * weights).sum(1, dtype=np.uint64)
+    masks = np.stack([((agreement >= t - 1e-12) * weights).sum(1, dtype=np.uint64)
+                      for t in thresholds])
+    return majority.astype(np.uint64), masks.astype(np.uint64)
+
+
+def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
+                sample_rows: int | None = DEFAULT_SAMPLE_ROWS, seed: int = 0,
+                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Plan:
+    """Pick chunk width and threshold minimising the exact stored size.
+
+    Statistics and sizes come from all rows, or from ``sample_rows`` rows drawn at random when
+    the matrix is larger (the plan only affects the size, never correctness).
+    """
+    n, rb = byte_rows.shape
+    widths = CHUNK_WIDTHS if chunk_bits == "auto" else (int(chunk_bits),)
+    for w in widths:
+        if w not in CHUNK_WIDTHS:
+            raise ValueError(f"chunk_bits must be 'auto' or one of {CHUNK_WIDTHS}, got {w!r}")
+    thresholds = tuple(float(t) for t in thresholds)
+    if not thresholds or any(not 0.5 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"thresholds must lie in [0.5, 1.0], got {thresholds}")
+    if sample_rows is not None and n > sample_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample_rows, replace=False))
+        byte_rows = byte_rows[rows]
+        n = sample_rows
+    counts = bit_counts(byte_rows, block_bytes)
+
+    best = None
+    for w in widths:
+        c = -(-rb // (w // 8))
+        majority, masks = _candidate_masks(counts, n, w, c, thresholds)
+        free = w - popcount(masks)
+        total = np.zeros(len(thresholds), np.int64)
+        for _, block in row_blocks(byte_rows, block_bytes):
+            _kernels.candidate_words(block.view(WORD_DTYPES[w]), c, w, majority, masks, free,
+                                     total)
+        size = total * (w // 8) + 2 * c * (w // 8)   # stored words plus mask and bitval
+        t = int(np.argmin(size))
+        if best is None or size[t] < best[0]:
+            wd = WORD_DTYPES[w]
+            best = (size[t], Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd),
+                                  thresholds[t]))
+    return best[1]

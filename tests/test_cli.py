@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ibp_gnn.cli import main
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 129)) < 0.03).astype(np.float32)
+    x[0, 0] = np.float32("nan")
+    path = tmp_path / "feat.npz"
+    np.savez(path, x=x, other=x[:, :10].astype(np.float16))
+    return path, x
+
+
+def test_inspect_json(npz, capsys):
+    path, x = npz
+    assert main(["inspect", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("rows", "dim", "dtype", "raw_bytes", "payload_bytes", "host_bytes", "ratio",
+                "chunk_bits", "rows_raw", "compress_seconds"):
+        assert key in report
+    assert report["rows"] == 300 and report["dim"] == 129 and report["dtype"] == "float32"
+    assert report["raw_bytes"] == x.nbytes
+    assert report["ratio"] == pytest.approx(report["raw_bytes"] / report["host_bytes"])
+    assert report["host_bytes"] <= report["payload_bytes"] + 5 * report["rows"] + 2 * 129 * 8
+
+
+def test_inspect_key_npy_and_store(npz, tmp_path, capsys):
+    path, x = npz
+    assert main(["inspect", str(path), "--key", "other", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "float16"
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    assert main(["inspect", str(npy), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    store = tmp_path / "x.ibp"
+    assert main(["compress", str(npy), str(store)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(store), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["host_bytes"] == first["host_bytes"]
+
+
+def test_compress_and_verify(npz, tmp_path, capsys):
+    path, x = npz
+    store = tmp_path / "s.ibp"
+    assert main(["compress", str(path), str(store)]) == 0
+    assert main(["verify", str(store)]) == 0
+    assert main(["verify", str(store), "--against", str(path)]) == 0
+    changed = x.copy()
+    changed[7, 3] = -0.0 if changed[7, 3] == 0 else 0.0  # one sign bit differs
+    other = tmp_path / "changed.npy"
+    np.save(other, changed)
+    assert main(["verify", str(store), "--against", str(other)]) == 1
+    assert "1 of 300 rows differ" in capsys.readouterr().err
+
+
+def test_verify_detects_corruption(npz, tmp_path, capsys):
+    path, _ = npz
+    store = tmp_path / "s.ibp"
+    main(["compress", str(path), str(store)])
+    raw = bytearray(store.read_bytes())
+    raw[-200] ^= 0xFF
+    store.write_bytes(bytes(raw))
+    assert main(["verify", str(store)]) == 1
+    assert "FAIL" in capsys.readouterr().err
+
+
+def test_bad_input_errors(npz, tmp_path, capsys):
+    path, _ = npz
+    assert main(["inspect", str(tmp_path / "missing.npz")]) == 2
+    assert main(["inspect", str(path), "--key", "nope"]) == 2
+    assert "no array 'nope'" in capsys.readouterr().err
+    txt = tmp_path / "x.txt"
+    txt.write_text("hi")
+    assert main(["inspect", str(txt)]) == 2
+
+
+def test_bench_codec_reports_ratios(npz, capsys):
+    path, _ = npz
+    assert main(["bench", "codec", "--json", "--repeats", "2", str(path)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["compress_vs_copy"] > 0 and row["decode_vs_raw_gather"] > 0
+
+
+def test_console_script_runs(npz):
+    path, _ = npz
+    out = subprocess.run([sys.executable, "-m", "ibp_gnn.cli", "inspect", str(path), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["rows"] == 300

@@ -1,0 +1,237 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ibp_gnn.codec import SUPPORTED_DTYPES, compress
+from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
+from ibp_gnn.codec.plan import Plan
+
+from conftest import assert_bits_equal
+from reference_codec import encode as reference_encode
+
+FLOAT_SPECIALS = {
+    "float32": [0x7FC00000, 0x7FC00001, 0xFFFFFFFF, 0x7F800001, 0x80000000, 0x00000000,
+                0x7F800000, 0xFF800000, 0x00000001, 0x807FFFFF, 0x3F800000],
+    "float16": [0x7E00, 0x7C01, 0xFFFF, 0x8000, 0x0000, 0x7C00, 0xFC00, 0x0001, 0x83FF],
+    "bfloat16": [0x7FC0, 0x7F81, 0xFFFF, 0x8000, 0x0000, 0x7F80, 0xFF80, 0x0001, 0x807F],
+    "float64": [0x7FF8000000000001, 0xFFFFFFFFFFFFFFFF, 0x8000000000000000, 0x0,
+                0x7FF0000000000000, 0x0000000000000001],
+}
+
+
+def make_matrix(dtype: str, shape, pattern: str, seed: int) -> torch.Tensor:
+    """A matrix whose bits follow ``pattern``; built from raw bits so every value can occur."""
+    rng = np.random.default_rng(seed)
+    npd = numpy_dtype(dtype)
+    size = int(np.prod(shape))
+    nbytes = size * npd.itemsize
+    if pattern == "random":
+        raw = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    elif pattern == "sparse":
+        raw = np.zeros(nbytes, np.uint8)
+        hot = rng.random(nbytes) < 0.01
+        raw[hot] = rng.integers(1, 256, int(hot.sum()), dtype=np.uint8)
+    elif pattern == "equal_rows":
+        row = rng.integers(0, 256, nbytes // max(shape[0], 1), dtype=np.uint8)
+        raw = np.tile(row, shape[0])
+    elif pattern == "narrow":  # floats in a narrow range: invariant signs and exponents
+        vals = (1.0 + rng.random(size) * 0.5).astype(np.float64)
+        t = torch.from_numpy(vals).to(torch_dtype(dtype)) if dtype != "bool" else (
+            torch.from_numpy(vals > 1.25))
+        return t.reshape(shape)
+    elif pattern == "specials":
+        pool = FLOAT_SPECIALS.get(dtype)
+        if pool is None:
+            info = np.iinfo(npd) if npd.kind in "iu" else None
+            pool = [0, 1] if info is None else [0, 1, int(info.max), int(info.min), -1 % (1 << 64)]
+        words = rng.choice(np.array([p % (1 << (8 * npd.itemsize)) for p in pool],
+                                    dtype=np.uint64), size)
+        raw = words.astype(f"<u{npd.itemsize}").view(np.uint8)
+    else:
+        raise ValueError(pattern)
+    if dtype == "bool":
+        raw = raw & 1
+    arr = np.frombuffer(raw.tobytes(), dtype=npd).reshape(shape)
+    return torch.from_numpy(arr.copy()).view(torch_dtype(dtype))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(SUPPORTED_DTYPES),
+       rows=st.integers(0, 40), dims=st.lists(st.integers(0, 23), min_size=0, max_size=2),
+       pattern=st.sampled_from(["random", "sparse", "equal_rows", "narrow", "specials"]),
+       chunk_bits=st.sampled_from(["auto", 32, 64]), seed=st.integers(0, 2**16))
+def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_bits, seed):
+    x = make_matrix(dtype, (rows, *dims), pattern, seed)
+    before = x.clone()
+    cm = compress(x, chunk_bits=chunk_bits)
+    assert_bits_equal(cm.decode(), x)
+    assert_bits_equal(x, before)  # input untouched
+    if rows:
+        idx = np.random.default_rng(seed).integers(0, rows, 2 * rows)
+        assert_bits_equal(cm.decode(idx), x[torch.from_numpy(idx)])
+
+    # the payload is exactly what a straightforward reading of the format produces
+    byte_rows, _, _ = as_byte_rows(x)
+    expected = reference_encode(byte_rows, cm.mask, cm.bitval, cm.chunk_bits)
+    starts, ends = cm.row_offsets()
+    for i, words in enumerate(expected):
+        assert [int(v) for v in cm.payload[starts[i]:ends[i]]] == words, f"row {i}"
+    wb = cm.chunk_bits // 8
+    assert cm.payload_bytes == sum(len(w) for w in expected) * wb
+    kinds = {(int(m), int(v)) for m, v in zip(cm.mask, cm.bitval)}
+    assert cm.num_kinds == len(kinds)
+    kind_bits = next(b for b in (0, 1, 2, 4, 8, 16, 32) if 2**b >= len(kinds))
+    assert cm.host_bytes == (cm.payload_bytes + cm.offset_lo.itemsize * (rows + 1)
+                             + 8 * ((rows >> cm.offset_shift) + 1) + 2 * len(kinds) * wb
+                             + 4 * -(-cm.num_chunks * kind_bits // 32))
+    assert cm.rows_raw == sum(len(w) == cm.num_chunks for w in expected)
+
+
+@pytest.mark.parametrize("dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("pattern", ["specials", "sparse", "narrow"])
+def test_every_dtype_round_trips(dtype, pattern):
+    x = make_matrix(dtype, (257, 19), pattern, seed=1)
+    for chunk_bits in (32, 64):
+        cm = compress(x, chunk_bits=chunk_bits)
+        assert_bits_equal(cm.decode(), x)
+        assert cm.decode().dtype == x.dtype
+
+
+def test_numpy_input_and_shapes():
+    x = np.arange(5 * 3 * 2, dtype=np.int16).reshape(5, 3, 2)
+    cm = compress(x)
+    assert cm.shape == (5, 3, 2)
+    assert_bits_equal(cm.decode([4, 0]), torch.from_numpy(x[[4, 0]]))
+    one_d = np.array([1.5, -0.0, np.nan], dtype=np.float32)
+    assert_bits_equal(compress(one_d).decode(), torch.from_numpy(one_d))
+    empty = np.zeros((0, 7), np.float32)
+    cm = compress(empty)
+    assert cm.decode().shape == (0, 7) and cm.payload_bytes == 0
+    zero_width = np.zeros((4, 0), np.float64)
+    assert compress(zero_width).decode([1, 1]).shape == (2, 0)
+    column = np.array([[1], [2], [2], [2]], np.uint8)
+    assert_bits_equal(compress(column).decode(), torch.from_numpy(column))
+
+
+def test_sparse_rows_compress_and_dense_random_rows_stay_raw():
+    rng = np.random.default_rng(0)
+    sparse = (rng.random((500, 512)) < 0.01).astype(np.float32)
+    cm = compress(sparse)
+    assert cm.ratio > 10 and cm.rows_raw == 0
+    noise = rng.integers(0, 2**32, (100, 64), dtype=np.uint32)
+    cm = compress(noise)
+    assert cm.rows_raw == 100
+    assert cm.payload_bytes == noise.nbytes
+
+
+def test_odd_widths_use_64_bit_chunks_when_they_pay():
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 3703)) < 0.008).astype(np.float32)  # citeseer's shape
+    auto = compress(x)
+    assert auto.chunk_bits == 64
+    assert auto.payload_bytes <= compress(x, chunk_bits=32).payload_bytes
+    assert_bits_equal(auto.decode(), torch.from_numpy(x))
+
+
+def test_index_forms_and_errors():
+    x = torch.randn(10, 4)
+    cm = compress(x)
+    for dt in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        assert_bits_equal(cm.decode(np.array([9, 0, 9], dtype=dt)), x[[9, 0, 9]])
+    assert_bits_equal(cm.decode(torch.tensor([3, 3], dtype=torch.int32)), x[[3, 3]])
+    assert_bits_equal(cm.decode([]), x[:0])
+    assert_bits_equal(cm.decode(slice(2, 8, 3)), x[2:8:3])
+    with pytest.raises(IndexError, match="negative"):
+        cm.decode([1, -1])
+    with pytest.raises(IndexError, match="out of range"):
+        cm.decode(torch.tensor([10]))
+    with pytest.raises(IndexError, match="out of range"):
+        cm.decode(np.array([2**64 - 1], np.uint64))
+    with pytest.raises(TypeError, match="integer"):
+        cm.decode(torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="integer"):
+        cm.decode(np.array([1.0]))
+
+
+def test_unsupported_input_is_refused():
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        compress(np.zeros((3, 2), np.complex64))
+    with pytest.raises(TypeError, match="unsupported"):
+        compress(np.array([["a"]]))
+    with pytest.raises(ValueError, match="scalar"):
+        compress(np.float32(1.0))
+    with pytest.raises(ValueError, match="chunk_bits"):
+        compress(np.zeros((3, 2), np.float32), chunk_bits=16)
+    with pytest.raises(ValueError, match="thresholds"):
+        compress(np.zeros((3, 2), np.float32), thresholds=(0.2,))
+
+
+def test_read_only_and_non_contiguous_input():
+    base = np.random.default_rng(0).random((20, 12)).astype(np.float32)
+    base.flags.writeable = False
+    view = base[::2, ::3]
+    assert_bits_equal(compress(view).decode(), torch.from_numpy(np.ascontiguousarray(view)))
+    t = torch.from_numpy(base.copy()).t()
+    assert_bits_equal(compress(t).decode(), t.contiguous())
+
+
+def test_allocator_receives_the_payload():
+    seen = []
+
+    def allocator(nbytes):
+        buf = np.zeros(nbytes, np.uint8)
+        seen.append(buf)
+        return buf
+
+    x = (torch.rand(64, 100) < 0.05).float()
+    cm = compress(x, allocator=allocator)
+    assert len(seen) == 1 and np.shares_memory(cm.payload, seen[0])
+    assert_bits_equal(cm.decode(), x)
+    with pytest.raises(ValueError, match="allocator"):
+        compress(x, allocator=lambda n: np.zeros(max(n - 1, 0), np.uint8))
+
+
+def test_sampled_plan_and_reused_plan_stay_lossless():
+    rng = np.random.default_rng(0)
+    x = (rng.random((5000, 64)) < 0.05).astype(np.float32)
+    x[-1] = rng.random(64)  # a row unlike the sample still round-trips
+    cm = compress(x, sample_rows=100)
+    assert_bits_equal(cm.decode(), torch.from_numpy(x))
+    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
+    other = (rng.random((50, 64)) < 0.05).astype(np.float32)
+    assert_bits_equal(compress(other, plan=plan).decode(), torch.from_numpy(other))
+    with pytest.raises(ValueError, match="chunks per row"):
+        compress(np.zeros((3, 65), np.float32), plan=plan)
+
+
+def test_block_processing_matches_single_block():
+    x = (torch.rand(300, 50) < 0.1).float()
+    small = compress(x, block_bytes=1000)
+    whole = compress(x)
+    assert np.array_equal(small.payload, whole.payload)
+    assert np.array_equal(small.offset_lo, whole.offset_lo)
+
+
+def test_offsets_split_into_blocks():
+    x = (torch.rand(70000, 1) < 0.5).to(torch.uint8)  # more rows than one offset block
+    cm = compress(x)
+    assert cm.offset_lo.dtype == np.uint16
+    assert cm.offset_shift == 16 and cm.block_base.shape == (2,)
+    assert_bits_equal(cm.decode([0, 65535, 65536, 69999]), x[[0, 65535, 65536, 69999]])
+
+
+def test_long_rows_get_32_bit_offsets():
+    x = np.random.default_rng(0).integers(0, 2**32, (40, 5000), dtype=np.uint32)
+    cm = compress(x)  # raw rows of 5000 words: 16 of them overflow 16-bit offsets
+    assert cm.offset_lo.dtype == np.uint32
+    assert_bits_equal(cm.decode([39, 0]), torch.from_numpy(x[[39, 0]]))
+
+
+def test_column_kinds_pack_and_unpack():
+    from ibp_gnn.codec.container import pack_kinds, unpack_kinds
+    rng = np.random.default_rng(0)
+    for bits in (1, 2, 4, 8, 16, 32):
+        ids = rng.integers(0, 2**bits, 77, dtype=np.uint64)
+        assert np.array_equal(unpack_kinds(pack_kinds(ids, bits), bits, 77), ids)

@@ -1,0 +1,101 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ibp_gnn.codec import compress, load
+from ibp_gnn.codec.io import MAGIC, StoreFileError
+
+from conftest import assert_bits_equal
+
+
+@pytest.fixture
+def stored(tmp_path):
+    x = (torch.rand(500, 77) < 0.05).to(torch.bfloat16)
+    x[3, 5] = float("nan")
+    x[:, :20] = torch.randn(500, 20)  # columns of another kind than the sparse ones
+    path = tmp_path / "m.ibp"
+    compress(x).save(path)
+    return x, path
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(stored, mmap):
+    x, path = stored
+    cm = load(path, mmap=mmap)
+    assert cm.shape == tuple(x.shape) and cm.dtype == "bfloat16"
+    assert_bits_equal(cm.decode(), x)
+
+
+def test_empty_matrix_round_trips(tmp_path):
+    compress(np.zeros((0, 3), np.int32)).save(tmp_path / "e.ibp")
+    assert load(tmp_path / "e.ibp").decode().shape == (0, 3)
+
+
+def _sections(path):
+    raw = path.read_bytes()
+    head_len = struct.unpack_from("<I", raw, 12)[0]
+    return json.loads(raw[16:16 + head_len])["sections"]
+
+
+@pytest.mark.parametrize("section", ["kind_masks", "kind_bitvals", "column_kinds",
+                                     "offset_lo", "block_base", "payload"])
+def test_corrupted_section_is_detected(stored, section):
+    _, path = stored
+    sec = _sections(path)[section]
+    assert sec["nbytes"] > 0
+    raw = bytearray(path.read_bytes())
+    raw[sec["offset"] + sec["nbytes"] // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreFileError, match=f"checksum mismatch in section '{section}'"):
+        load(path)
+
+
+def test_corrupted_header_is_detected(stored):
+    _, path = stored
+    raw = bytearray(path.read_bytes())
+    raw[20] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreFileError, match="header checksum"):
+        load(path)
+
+
+@pytest.mark.parametrize("keep", [0, 5, 17, 200, 4096, -1])
+def test_truncated_file_is_detected(stored, keep):
+    _, path = stored
+    raw = path.read_bytes()
+    path.write_bytes(raw[:keep] if keep >= 0 else raw[:len(raw) - 100])
+    with pytest.raises(StoreFileError):
+        load(path)
+
+
+def test_wrong_magic_and_version(stored, tmp_path):
+    _, path = stored
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(StoreFileError, match="not an ibp_gnn store"):
+        load(other)
+    raw = bytearray(path.read_bytes())
+    raw[8:12] = struct.pack("<I", 99)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreFileError, match="version 99"):
+        load(path)
+
+
+def test_inconsistent_structure_is_refused_even_with_valid_checksums(stored, tmp_path):
+    x, path = stored
+    cm = load(path, mmap=False)
+    cm.offset_lo = cm.offset_lo.copy()
+    cm.offset_lo[1] += 1  # lengths no longer match the headers
+    bad = tmp_path / "bad.ibp"
+    cm.save(bad)
+    with pytest.raises(StoreFileError, match="invalid container"):
+        load(bad)
+
+
+def test_save_is_atomic_and_magic_first(stored):
+    _, path = stored
+    assert path.read_bytes()[:8] == MAGIC
+    assert not path.with_name(path.name + ".tmp").exists()
