@@ -98,8 +98,13 @@ def cmd_bench(args) -> int:
         rows = [bench_codec(p, key=args.key, repeats=args.repeats) for p in args.paths]
         print(json.dumps(rows, indent=1) if args.json else format_table(rows))
         return 0
-    from .pyg.bench import main as bench_loader_main
-    return bench_loader_main(args.paths, json_output=args.json)
+    from .pyg.bench import bench_loader, format_bench
+    results = [bench_loader(p, stores=args.stores.split(","), device=args.device,
+                            epochs=args.repeats, num_workers=args.num_workers)
+               for p in args.paths]
+    print(json.dumps(results, indent=1) if args.json
+          else "\n\n".join(format_bench(r) for r in results))
+    return 0
 
 
 def cmd_kernels(args) -> int:
@@ -145,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="matrices (.npz, .npy) or datasets")
     p.add_argument("--key")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed repeats (codec) or timed epochs (loader); medians are reported")
+    p.add_argument("--stores", default="cpu,ibp", help="loader: comma-separated stores")
+    p.add_argument("--device", default="cpu", help="loader: where batches are delivered")
+    p.add_argument("--num-workers", type=int, default=0, help="loader: sampling workers")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("kernels", help="CUDA kernels: --check compiles each with NVRTC")

@@ -167,18 +167,33 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, kind_masks, kind_bitvals, 
             out += 1
 
 
+@nb.njit(inline="always")
+def _store_chunk(out, i, c, v, pieces, unit_bits):
+    """Write chunk ``c`` of row ``i`` as ``pieces`` units of ``out`` (``[B, row_units]``), dropping
+    units past the row's end: the output needs no padding and no second copy."""
+    first = c * pieces
+    for p in range(min(pieces, out.shape[1] - first)):
+        out[i, first + p] = _shr(v, p * unit_bits) & _low(unit_bits)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitvals, kind_free,
                 run_start, run_len, run_count, out):
-    """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i, :num_chunks]``."""
+    """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
+
+    ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
+    fills ``chunk_bits / unit_bits`` consecutive units (little-endian, as the rows were read).
+    """
     b_count = starts.shape[0]
     w = chunk_bits
+    unit_bits = out.itemsize * 8
+    pieces = w // unit_bits
     header = (num_chunks + w - 1) // w
     for i in nb.prange(b_count):
         start = starts[i]
         if ends[i] - start == num_chunks:
             for c in range(num_chunks):
-                out[i, c] = payload[start + c]
+                _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
             continue
         pos = start + header  # word holding the next stream bit
         used = 0              # bits of that word already consumed
@@ -187,7 +202,7 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
             packed = (np.uint64(payload[start + c // w]) >> np.uint64(c % w)) & _U1
             length = kind_free[k] if packed else w
             if length == 0:
-                out[i, c] = kind_bitvals[k]
+                _store_chunk(out, i, c, kind_bitvals[k], pieces, unit_bits)
                 continue
             avail = w - used
             cur = np.uint64(payload[pos]) & _low(avail)
@@ -202,15 +217,14 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
                 else:
                     v = cur
                 used = need
-            if not packed:
-                out[i, c] = v
-                continue
-            x = kind_bitvals[k]
-            for r in range(run_count[k] - 1, -1, -1):
-                rl = run_len[k, r]
-                x |= _shl(v & _low(rl), run_start[k, r])
-                v = _shr(v, rl)
-            out[i, c] = x
+            if packed:
+                x = kind_bitvals[k]
+                for r in range(run_count[k] - 1, -1, -1):
+                    rl = run_len[k, r]
+                    x |= _shl(v & _low(rl), run_start[k, r])
+                    v = _shr(v, rl)
+                v = x
+            _store_chunk(out, i, c, v, pieces, unit_bits)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -246,9 +246,7 @@ class CompressedMatrix:
         shape = (len(idx),) + self.row_shape
         if not len(idx) or not self.row_bytes:
             return torch.zeros(shape, dtype=self.torch_dtype)
-        rows = decode_rows(self, idx).view(np.uint8)
-        if rows.shape[1] != self.row_bytes:  # drop the padding of the last chunk
-            rows = np.ascontiguousarray(rows[:, :self.row_bytes])
+        rows = decode_rows(self, idx)
         return torch.from_numpy(rows).view(self.torch_dtype).reshape(shape)
 
     def save(self, path) -> None:

@@ -5,14 +5,21 @@ import numpy as np
 
 from . import _kernels
 
+_UNITS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
+
 
 def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
-    """Decode rows ``idx`` (validated int64 ``[B]``) -> words ``[B, C]`` of the chunk dtype."""
-    starts, ends = cm.row_offsets(idx)
-    out = np.empty((len(idx), cm.num_chunks), cm.payload.dtype)
+    """Decode rows ``idx`` (validated int64 ``[B]``) -> uint8 ``[B, row_bytes]``.
+
+    The kernel writes in the widest unit dividing both the row and the chunk, so rows whose
+    size is not a multiple of the chunk need no padded buffer and no second copy.
+    """
+    unit = next(u for u in _UNITS if u <= cm.chunk_bytes and cm.row_bytes % u == 0)
+    out = np.empty((len(idx), cm.row_bytes // unit), _UNITS[unit])
     if len(idx) and cm.num_chunks:
+        starts, ends = cm.row_offsets(idx)
         run_start, run_len, run_count = cm.kind_runs
         _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits,
                              cm.column_kind_ids(), cm.kind_bitvals.astype(np.uint64),
                              run_len.sum(1), run_start, run_len, run_count, out)
-    return out
+    return out.view(np.uint8)

@@ -7,9 +7,9 @@ import numpy as np
 
 from . import _kernels, dtypes
 from .container import (WORD_DTYPES, Allocator, CompressedMatrix, _default_allocator,
-                        column_kinds, split_offsets, unpack_kinds)
+                        column_kinds, split_offsets)
 from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, DEFAULT_THRESHOLDS, Plan,
-                   choose_plan, free_bit_runs, row_blocks)
+                   choose_plan, row_blocks)
 
 
 def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
@@ -56,16 +56,25 @@ def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
         raise ValueError(f"allocator must return a writable uint8 array of at least "
                          f"{total * wd.itemsize} bytes")
     payload = buf[:total * wd.itemsize].view(wd)
-    kind_masks, kind_bitvals, packed_kinds, kind_bits = column_kinds(plan.mask, plan.bitval)
-    kinds = unpack_kinds(packed_kinds, kind_bits, c)
-    run_start, run_len, run_count = free_bit_runs(kind_masks, w)
+    cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets)
+    run_start, run_len, run_count = cm.kind_runs
     for lo, block in row_blocks(byte_rows, block_bytes):
-        _kernels.encode_rows(block.view(wd), c, w, kinds, kind_masks.astype(np.uint64),
-                             kind_bitvals.astype(np.uint64), run_start, run_len, run_count,
-                             offsets[lo:lo + len(block) + 1], payload)
+        _kernels.encode_rows(block.view(wd), c, w, cm.column_kind_ids(),
+                             cm.kind_masks.astype(np.uint64), cm.kind_bitvals.astype(np.uint64),
+                             run_start, run_len, run_count, offsets[lo:lo + len(block) + 1],
+                             payload)
+    cm.compress_seconds = time.perf_counter() - t0
+    return cm
+
+
+def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
+                 offsets: np.ndarray, compress_seconds: float = 0.0) -> CompressedMatrix:
+    """The container for rows encoded under ``plan``: ``payload`` words and absolute int64 row
+    offsets ``[N + 1]`` (for encoders other than :func:`compress`, e.g. on a GPU)."""
+    kind_masks, kind_bitvals, packed_kinds, kind_bits = column_kinds(plan.mask, plan.bitval)
     offset_lo, block_base, shift = split_offsets(offsets)
     return CompressedMatrix(
-        shape=(n,) + row_shape, dtype=name, chunk_bits=w, kind_masks=kind_masks,
+        shape=tuple(shape), dtype=dtype, chunk_bits=plan.chunk_bits, kind_masks=kind_masks,
         kind_bitvals=kind_bitvals, column_kinds=packed_kinds, kind_bits=kind_bits,
         payload=payload, offset_lo=offset_lo, block_base=block_base, offset_shift=shift,
-        threshold=plan.threshold, compress_seconds=time.perf_counter() - t0)
+        threshold=plan.threshold, compress_seconds=compress_seconds)

@@ -1,0 +1,281 @@
+"""GPU feature-gather benchmark: link roof, raw zero-copy gather, IBP gather + decode.
+
+    python -m ibp_gnn.bench_gpu --out bench/results/gpu-<card>-<date>.json
+
+Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
+- ``link``: contiguous pinned -> device copy (the bus roof).
+- ``raw_rows``: zero-copy gather of random rows from pinned memory, per row size.
+- per dataset (rows tiled up to ``--tile-bytes`` of raw features so reads really cross the
+  bus and miss the caches): IBP gather+decode logical GB/s (decoded bytes delivered) and
+  physical GB/s (compressed bytes read), from pinned and from device memory; raw zero-copy gather
+  of the uncompressed rows and of rows of the compressed rows' average size; torch CPU
+  ``index_select`` + ``.to(cuda)``; each with unsorted and sorted indices.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import gpu
+from .codec import CompressedMatrix, compress
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+GB = 1e9
+
+
+def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` on the current stream, CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return float(np.median(times))
+
+
+def _time_wall(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def link_roof(nbytes: int, repeats: int) -> dict:
+    src = torch.empty(nbytes, dtype=torch.uint8).pin_memory()
+    src.fill_(1)
+    dst = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    t = _time_cuda(lambda: dst.copy_(src, non_blocking=True), repeats)
+    back = _time_cuda(lambda: src.copy_(dst, non_blocking=True), repeats)
+    return {"bytes": nbytes, "h2d_seconds": t, "h2d_GBps": nbytes / t / GB,
+            "d2h_seconds": back, "d2h_GBps": nbytes / back / GB}
+
+
+def _batch_rows(row_bytes: int, batch_bytes: int, n: int) -> int:
+    return int(max(1024, min(batch_bytes // max(row_bytes, 1), 1 << 21)))
+
+
+def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int) -> list[dict]:
+    out = []
+    for rb in sizes:
+        n = max(1, pool_bytes // rb)
+        buf = gpu.pinned_allocator(n * rb)
+        buf[::4096] = 1                       # touch: pages resident
+        raw = gpu.PinnedRawMatrix(torch.from_numpy(buf).view(n, rb), "cuda")
+        b = _batch_rows(rb, batch_bytes, n)
+        idx = torch.randint(0, n, (b,), device="cuda")
+        rec = {"row_bytes": rb, "rows": n, "batch": b}
+        for sort in (False, True):
+            t = _time_cuda(lambda: raw.gather(idx, sort=sort, check=False), repeats)
+            rec[f"{'sorted' if sort else 'unsorted'}_GBps"] = b * rb / t / GB
+        out.append(rec)
+        del raw, buf
+        gc.collect()
+    return out
+
+
+def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMatrix:
+    """``cm`` with its rows repeated ``reps`` times: what compressing the tiled matrix with the
+    same plan gives (a row's encoding depends only on the row and the plan)."""
+    from .codec.encode import build_matrix
+    from .codec.plan import Plan
+    n = cm.num_rows
+    off = cm.row_offsets(np.arange(n))[0]
+    total = int(cm.row_offsets(np.array([n - 1]))[1][0]) if n else 0
+    ws = cm.chunk_bits // 8
+    buf = allocator(total * ws * reps)
+    payload = buf.view(cm.payload.dtype)
+    src = np.asarray(cm.payload)[:total]
+    for k in range(reps):
+        payload[k * total:(k + 1) * total] = src
+    offsets = np.empty(n * reps + 1, np.int64)
+    for k in range(reps):
+        offsets[k * n:(k + 1) * n] = off + k * total
+    offsets[-1] = total * reps
+    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
+    return build_matrix(plan, (n * reps,) + cm.row_shape, cm.dtype, payload, offsets)
+
+
+def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
+                  check: bool) -> dict:
+    x = np.ascontiguousarray(np.load(path)["x"])
+    t0 = time.perf_counter()
+    cm0 = compress(x)
+    compress_s = time.perf_counter() - t0
+    n0, rb = cm0.num_rows, cm0.row_bytes
+    reps = max(1, tile_bytes // max(1, n0 * rb))
+    cm = tile_compressed(cm0, reps, gpu.pinned_allocator)
+    n = cm.num_rows
+    rec = {"dataset": f"{path.parent.name}/{path.stem}", "rows": n0, "tiles": reps,
+           "tiled_rows": n, "row_bytes": rb, "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
+           "raw_bytes": n * rb, "payload_bytes": cm.payload_bytes, "host_bytes": cm.host_bytes,
+           "ratio": cm.ratio, "rows_raw_fraction": cm0.rows_raw / max(n0, 1),
+           "cpu_compress_seconds": compress_s}
+    b = _batch_rows(rb, batch_bytes, n)
+    idx = torch.randint(0, n, (b,), device="cuda")
+    s, e = cm.row_offsets(idx.cpu().numpy())
+    comp_bytes = int((e - s).sum()) * (cm.chunk_bits // 8)
+    rec.update(batch=b, batch_raw_bytes=b * rb, batch_compressed_bytes=comp_bytes)
+
+    for location in ("pinned", "device"):
+        dev = gpu.DeviceCompressedMatrix(cm, "cuda", location)
+        if check:
+            got = dev.gather(idx[:4096])
+            ref = cm0.decode((idx[:4096] % n0).cpu().numpy())
+            assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), "mismatch"
+        for sort in (False, True):
+            t = _time_cuda(lambda: dev.gather(idx, sort=sort, check=False), repeats)
+            key = f"ibp_{location}_{'sorted' if sort else 'unsorted'}"
+            rec[key] = {"seconds": t, "logical_GBps": b * rb / t / GB,
+                        "physical_GBps": comp_bytes / t / GB}
+        del dev
+        gc.collect()
+
+    # uncompressed rows, tiled the same way, in pinned memory
+    raw_buf = gpu.pinned_allocator(n * rb)
+    raw_view = raw_buf.reshape(n, rb) if rb else raw_buf.reshape(n, 0)
+    xb = x.reshape(n0, -1).view(np.uint8)
+    for k in range(reps):
+        raw_view[k * n0:(k + 1) * n0] = xb
+    xt = torch.from_numpy(raw_buf).view(torch.uint8).view(n, rb).view(cm.torch_dtype)
+    raw = gpu.PinnedRawMatrix(xt, "cuda")
+    for sort in (False, True):
+        t = _time_cuda(lambda: raw.gather(idx, sort=sort, check=False), repeats)
+        rec[f"raw_{'sorted' if sort else 'unsorted'}"] = {"seconds": t, "GBps": b * rb / t / GB}
+    # torch CPU gather + copy (the PyG default path), from the same host matrix
+    idx_cpu = idx.cpu()
+    t = _time_wall(lambda: xt.index_select(0, idx_cpu).to("cuda"), max(3, repeats // 3))
+    rec["torch_cpu_index_select_to_cuda"] = {"seconds": t, "GBps": b * rb / t / GB}
+    del raw, xt, raw_view, raw_buf
+    gc.collect()
+
+    # raw zero-copy rows of the compressed rows' average size: is decoding the bottleneck?
+    avg = max(4, int(round(comp_bytes / b / 4)) * 4)
+    pool = gpu.pinned_allocator(n * avg)
+    pool[::4096] = 1
+    same = gpu.PinnedRawMatrix(torch.from_numpy(pool).view(n, avg), "cuda")
+    for sort in (False, True):
+        t = _time_cuda(lambda: same.gather(idx, sort=sort, check=False), repeats)
+        rec[f"raw_same_size_{'sorted' if sort else 'unsorted'}"] = {
+            "row_bytes": avg, "seconds": t, "GBps": b * avg / t / GB}
+    del same, pool, cm
+    gc.collect()
+    return rec
+
+
+def _table(res: dict) -> str:
+    lines = [f"card: {res['card']}   link h2d {res['link']['h2d_GBps']:.1f} GB/s",
+             "raw zero-copy gather (GB/s, unsorted/sorted): " + ", ".join(
+                 f"{r['row_bytes']}B {r['unsorted_GBps']:.1f}/{r['sorted_GBps']:.1f}"
+                 for r in res["raw_rows"])]
+    hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
+           f"{'ibp dev':>8s} {'raw':>7s} {'raw=sz':>7s} {'torch':>6s}")
+    lines.append(hdr)
+    for d in res["datasets"]:
+        if "error" in d:
+            lines.append(f"{d['dataset']:32s} error: {d['error']}")
+            continue
+        lines.append(
+            f"{d['dataset']:32s} {d['ratio']:6.2f} "
+            f"{d['ibp_pinned_unsorted']['logical_GBps']:8.1f} "
+            f"{d['ibp_pinned_unsorted']['physical_GBps']:8.1f} "
+            f"{d['ibp_pinned_sorted']['logical_GBps']:8.1f} "
+            f"{d['ibp_device_unsorted']['logical_GBps']:8.1f} "
+            f"{d['raw_unsorted']['GBps']:7.1f} {d['raw_same_size_unsorted']['GBps']:7.1f} "
+            f"{d['torch_cpu_index_select_to_cuda']['GBps']:6.2f}")
+    lines.append("GB/s = 1e9 B/s; ibp log = decoded bytes/s, phys = compressed bytes read/s; "
+                 "raw = uncompressed zero-copy gather; raw=sz = raw gather of rows of the "
+                 "compressed average size; torch = CPU index_select + .to(cuda)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ibp_gnn.bench_gpu", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", help="JSON output path ({card} and {date} are substituted)")
+    ap.add_argument("--data", default=os.environ.get("IBP_GNN_DATASETS", str(DEFAULT_DATA)))
+    ap.add_argument("--datasets", default="normalized/*.npz,derived/*.npz",
+                    help="comma-separated globs under --data")
+    ap.add_argument("--tile-bytes", type=float, default=2e9,
+                    help="tile each dataset's rows up to about this many raw bytes")
+    ap.add_argument("--batch-bytes", type=float, default=64e6,
+                    help="raw bytes per gathered batch")
+    ap.add_argument("--link-bytes", type=float, default=float(1 << 30))
+    ap.add_argument("--row-sizes", default="64,128,256,512,1024,2048,4096,8192,16384")
+    ap.add_argument("--pool-bytes", type=float, default=2e9,
+                    help="pinned pool per row size for the raw row-size sweep")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="skip the remaining datasets once this much time has passed")
+    ap.add_argument("--no-check", action="store_true", help="skip the bit-exactness spot check")
+    args = ap.parse_args(argv)
+
+    if not gpu.is_available():
+        print("no CUDA device usable by torch and CuPy", file=sys.stderr)
+        return 2
+    card = torch.cuda.get_device_name()
+    now = _dt.datetime.now(_dt.timezone.utc)
+    res = {"card": card, "date": now.isoformat(timespec="seconds"),
+           "command": " ".join([sys.executable, "-m", "ibp_gnn.bench_gpu", *sys.argv[1:]]),
+           "host": platform.node(), "torch": torch.__version__,
+           "cupy": gpu._cupy().__version__, "cuda_runtime": torch.version.cuda,
+           "args": vars(args)}
+    t0 = time.perf_counter()
+    res["link"] = link_roof(int(args.link_bytes), args.repeats)
+    print(f"link: h2d {res['link']['h2d_GBps']:.1f} GB/s", flush=True)
+    sizes = [int(s) for s in args.row_sizes.split(",") if s]
+    res["raw_rows"] = raw_rows(sizes, int(args.pool_bytes), int(args.batch_bytes), args.repeats)
+    print("raw rows done", flush=True)
+    data = Path(args.data)
+    paths = []
+    for g in args.datasets.split(","):
+        paths += sorted(data.glob(g.strip()))
+    res["datasets"] = []
+    for p in paths:
+        if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
+            res["datasets"].append({"dataset": f"{p.parent.name}/{p.stem}",
+                                    "error": "skipped: --max-seconds reached"})
+            continue
+        try:
+            rec = bench_dataset(p, int(args.tile_bytes), int(args.batch_bytes), args.repeats,
+                                not args.no_check)
+        except Exception as e:  # keep the other datasets' numbers
+            rec = {"dataset": f"{p.parent.name}/{p.stem}", "error": f"{type(e).__name__}: {e}"}
+        res["datasets"].append(rec)
+        print(f"{rec['dataset']}: done", flush=True)
+        gc.collect()
+    res["seconds"] = time.perf_counter() - t0
+    if args.out:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower()
+        out = Path(args.out.format(card=slug, date=now.strftime("%Y%m%d")))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        print(f"wrote {out}")
+    print(_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,732 @@
+"""GPU side: gather + decode of IBP-compressed rows, raw zero-copy gather, GPU encoder.
+
+The kernels are CUDA C sources in ``cuda/`` (one file per kernel family), compiled at first use
+with NVRTC through ``cupy.RawModule`` for the running device and cached by CuPy on disk. Results
+are torch CUDA tensors allocated by torch and written in place by the kernels, on torch's current
+stream; nothing here synchronizes the device per batch.
+
+Index validation: an index outside ``[0, N)`` raises ``IndexError`` before any kernel runs.
+For a CPU index tensor the check is free; for a CUDA index tensor it costs one ``aminmax`` and a
+two-element copy to the host (a wait on the current stream, not a device-wide synchronize).
+``gather(..., check=False)`` skips it; the kernels then still never read out of bounds (a bad
+row decodes to zeros), but no error is reported.
+
+CuPy is imported lazily, so the package imports on machines without it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import warnings
+import weakref
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .codec import CompressedMatrix
+from .codec import dtypes as _dtypes
+from .codec.encode import build_matrix
+
+ENV_CUDA_DIR = "IBP_GNN_CUDA_DIR"
+ENV_MAX_PINNED = "IBP_GNN_MAX_PINNED_BYTES"
+NVRTC_OPTIONS = ("-std=c++17",)
+
+DECODE_THREADS = 256            # must not exceed IBP_DECODE_THREADS in ibp_decode.cu (512)
+GATHER_THREADS = 256            # IBP_GATHER_THREADS in gather_raw.cu
+ENCODE_THREADS = 256            # IBP_ENCODE_THREADS in ibp_encode.cu
+WARP_BUFFER_BYTES = 2048        # shared-memory copy of one encoded row per warp
+MASK_SMEM_LIMIT = 48 << 10      # stage mask+bitval in shared memory up to this size
+
+
+class PinnedMemoryError(MemoryError):
+    """Pinned (page-locked) host memory could not be allocated or would exceed the limit."""
+
+
+# -- sources and modules ---------------------------------------------------------------------
+
+def cuda_dir() -> Path:
+    """Folder of the ``.cu`` sources: ``$IBP_GNN_CUDA_DIR``, else ``ibp_gnn/cuda`` of an
+    installed wheel, else ``cuda/`` beside the package in a source checkout."""
+    env = os.environ.get(ENV_CUDA_DIR)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    packaged = here / "cuda"
+    return packaged if any(packaged.glob("*.cu")) else here.parent / "cuda"
+
+
+def kernel_sources() -> list[Path]:
+    d = cuda_dir()
+    files = sorted(d.glob("*.cu"))
+    if not files:
+        raise FileNotFoundError(f"no CUDA sources (*.cu) in {d}; set {ENV_CUDA_DIR}")
+    return files
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
+
+
+def load_source(path) -> str:
+    """Source of ``path`` with local ``#include "x.cuh"`` lines inlined. CuPy keys its kernel
+    cache on the source text, so inlining makes a header change recompile the kernels."""
+    path = Path(path)
+    seen: set[Path] = set()
+
+    def expand(p: Path) -> str:
+        p = p.resolve()
+        if p in seen:                    # headers use #pragma once
+            return ""
+        seen.add(p)
+        text = p.read_text()
+        return _INCLUDE.sub(lambda m: expand(p.parent / m.group(1)), text)
+
+    return expand(path)
+
+
+_modules: dict = {}
+_modules_lock = threading.Lock()
+
+
+def _cupy():
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA install
+        raise RuntimeError(f"ibp_gnn.gpu needs CuPy (pip install cupy-cuda13x): {e}") from e
+    return cupy
+
+
+def _module(name: str):
+    """One RawModule per source file per process (compiled for the device at first use)."""
+    with _modules_lock:
+        mod = _modules.get(name)
+        if mod is None:
+            cp = _cupy()
+            mod = cp.RawModule(code=load_source(cuda_dir() / name), options=NVRTC_OPTIONS)
+            _modules[name] = mod
+        return mod
+
+
+_kernels: dict = {}
+
+
+def _kernel(file: str, name: str, device_index: int):
+    key = (file, name, device_index)
+    k = _kernels.get(key)
+    if k is None:
+        cp = _cupy()
+        with cp.cuda.Device(device_index):
+            k = _module(file).get_function(name)
+        _kernels[key] = k
+    return k
+
+
+def compile_check(archs: Sequence[str] = ("sm_80", "sm_90")) -> list[tuple[str, str, bool, str]]:
+    """Compile every kernel source with NVRTC for each arch; needs no GPU.
+
+    Returns ``(source file, arch, ok, message)`` tuples; the message is the compiler log (or the
+    reason NVRTC could not be used)."""
+    try:
+        files = kernel_sources()
+    except FileNotFoundError as e:
+        return [(str(cuda_dir()), a, False, str(e)) for a in archs]
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        version = ".".join(map(str, nvrtc.getVersion()))
+    except Exception as e:
+        return [(f.name, a, False, f"NVRTC not available: {e}") for f in files for a in archs]
+    results = []
+    for f in files:
+        src = load_source(f)
+        for arch in archs:
+            prog = nvrtc.createProgram(src, f.name, [], [])
+            try:
+                nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *NVRTC_OPTIONS])
+                binary = nvrtc.getCUBIN(prog) if arch.startswith("sm_") else nvrtc.getPTX(prog)
+                log = nvrtc.getProgramLog(prog).strip()
+                msg = f"NVRTC {version}: {len(binary)} bytes" + (f"; {log}" if log else "")
+                results.append((f.name, arch, True, msg))
+            except Exception as e:
+                try:
+                    log = nvrtc.getProgramLog(prog).strip()
+                except Exception:
+                    log = ""
+                results.append((f.name, arch, False, f"{e}\n{log}".strip()))
+            finally:
+                try:
+                    nvrtc.destroyProgram(prog)
+                except Exception:
+                    pass
+    return results
+
+
+def is_available() -> bool:
+    """True when a CUDA device is usable by both torch and CuPy."""
+    try:
+        if not torch.cuda.is_available():
+            return False
+        cp = _cupy()
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+# -- launch helpers --------------------------------------------------------------------------
+
+_streams: dict = {}
+
+
+def _cupy_stream(device: torch.device):
+    """CuPy view of torch's current stream on ``device`` (cached per stream handle)."""
+    cp = _cupy()
+    ts = torch.cuda.current_stream(device)
+    key = (device.index, ts.cuda_stream)
+    s = _streams.get(key)
+    if s is None:
+        if hasattr(cp.cuda.Stream, "from_external"):
+            try:
+                s = cp.cuda.Stream.from_external(ts)
+            except Exception:    # torch without the CUDA stream protocol
+                s = None
+        if s is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                s = cp.cuda.ExternalStream(ts.cuda_stream, device.index)
+        _streams[key] = s
+    return s
+
+
+def _launch(kernel, device: torch.device, grid: int, block: int, args: tuple, smem: int = 0):
+    cp = _cupy()
+    with cp.cuda.Device(device.index), _cupy_stream(device):
+        if smem > 48 << 10 and kernel.max_dynamic_shared_size_bytes < smem:
+            kernel.max_dynamic_shared_size_bytes = smem
+        kernel((int(grid),), (int(block),), args, shared_mem=int(smem))
+
+
+_props: dict = {}
+
+
+def _device_props(device: torch.device) -> dict:
+    p = _props.get(device.index)
+    if p is None:
+        rt = _cupy().cuda.runtime
+
+        def attr(name, default):
+            try:
+                return int(rt.deviceGetAttribute(getattr(rt, name), device.index))
+            except Exception:
+                return default
+
+        p = {
+            "sms": attr("cudaDevAttrMultiProcessorCount", 108),
+            "threads_per_sm": attr("cudaDevAttrMaxThreadsPerMultiProcessor", 2048),
+            "smem_per_sm": attr("cudaDevAttrMaxSharedMemoryPerMultiprocessor", 164 << 10),
+            "smem_optin": attr("cudaDevAttrMaxSharedMemoryPerBlockOptin", 48 << 10),
+        }
+        _props[device.index] = p
+    return p
+
+
+def _grid(device: torch.device, work_items: int, items_per_block: int, threads: int,
+          smem: int = 0) -> int:
+    """Enough blocks to fill the device once (persistent blocks loop over the rest)."""
+    p = _device_props(device)
+    per_sm = max(1, p["threads_per_sm"] // threads)
+    if smem:
+        per_sm = max(1, min(per_sm, p["smem_per_sm"] // (smem + 1024)))
+    return max(1, min(-(-work_items // items_per_block), p["sms"] * per_sm))
+
+
+def _u64(x) -> np.uint64:
+    return np.uint64(x)
+
+
+def _i64(x) -> np.int64:
+    return np.int64(x)
+
+
+def _i32(x) -> np.int32:
+    return np.int32(x)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> np.uint64:
+    return np.uint64(0 if t is None else t.data_ptr())
+
+
+def _unit(row_bytes: int, width: int) -> int:
+    """Largest power of two <= width dividing row_bytes: the alignment of a packed output row."""
+    u = width
+    while u > 1 and row_bytes % u:
+        u //= 2
+    return u
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"expected a CUDA device, got {device}")
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def prepare_index(index, num_rows: int, device: torch.device, check: bool = True) -> torch.Tensor:
+    """Row index -> contiguous 1-D int32/int64 CUDA tensor on ``device``; raises IndexError for
+    an index outside ``[0, num_rows)`` (before anything is launched)."""
+    if not isinstance(index, torch.Tensor):
+        arr = np.asarray(index)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"row index must be integers, got dtype {arr.dtype}")
+        if arr.dtype == np.uint64:
+            if arr.size and arr.max() > np.iinfo(np.int64).max:
+                raise IndexError(f"row index {arr.max()} out of range for {num_rows} rows")
+            arr = arr.astype(np.int64)
+        index = torch.from_numpy(np.ascontiguousarray(arr))
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"row index must be an integer tensor, got {index.dtype}")
+    index = index.reshape(-1)
+    if index.dtype not in (torch.int32, torch.int64):
+        if index.dtype == torch.uint64 and index.numel() and index.max().item() > (1 << 63) - 1:
+            raise IndexError(f"row index out of range for {num_rows} rows")
+        index = index.to(torch.int64)
+    if check and index.numel():
+        mn, mx = torch.aminmax(index)
+        lo, hi = (int(v) for v in torch.stack([mn, mx]).cpu().tolist())
+        if lo < 0:
+            raise IndexError(f"negative row index {lo}: indices must be in [0, {num_rows})")
+        if hi >= num_rows:
+            raise IndexError(f"row index {hi} out of range for {num_rows} rows")
+    if index.device != device:
+        index = index.to(device, non_blocking=True)
+    return index.contiguous()
+
+
+def _sorted(index: torch.Tensor):
+    """Indices sorted ascending (neighbouring rows are read together) and, per sorted entry,
+    its position in the caller's order."""
+    s, perm = torch.sort(index)
+    return s.contiguous(), perm.to(torch.int64).contiguous()
+
+
+# -- pinned host memory ----------------------------------------------------------------------
+
+_pinned_lock = threading.Lock()
+_pinned_bytes = 0
+
+
+def pinned_bytes_in_use() -> int:
+    """Bytes currently held by :func:`pinned_allocator` buffers."""
+    return _pinned_bytes
+
+
+def _release_pinned(nbytes: int) -> None:
+    global _pinned_bytes
+    with _pinned_lock:
+        _pinned_bytes -= nbytes
+
+
+def _pinned_limit(max_pinned_bytes: Optional[int]) -> Optional[int]:
+    if max_pinned_bytes is not None:
+        return int(max_pinned_bytes)
+    env = os.environ.get(ENV_MAX_PINNED)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError as e:
+            raise ValueError(f"{ENV_MAX_PINNED}={env!r} is not a byte count") from e
+    return None
+
+
+def pinned_allocator(nbytes: int, *, max_pinned_bytes: Optional[int] = None) -> np.ndarray:
+    """A writable ``np.uint8`` array of ``nbytes`` in pinned, device-mapped host memory.
+
+    Meant as ``compress(x, allocator=gpu.pinned_allocator)``: the payload is encoded straight
+    into memory the GPU reads zero-copy. The memory is released (``cudaFreeHost``) when the last
+    reference to the array goes away. ``max_pinned_bytes`` (or ``$IBP_GNN_MAX_PINNED_BYTES``)
+    caps the total held by these buffers; exceeding it, or a failing ``cudaHostAlloc``, raises
+    :class:`PinnedMemoryError`.
+    """
+    global _pinned_bytes
+    nbytes = int(nbytes)
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    limit = _pinned_limit(max_pinned_bytes)
+    with _pinned_lock:
+        if limit is not None and _pinned_bytes + nbytes > limit:
+            raise PinnedMemoryError(
+                f"pinning {nbytes} bytes would exceed the pinned-memory limit of {limit} bytes "
+                f"({_pinned_bytes} already pinned; raise max_pinned_bytes or {ENV_MAX_PINNED})")
+        _pinned_bytes += nbytes
+    try:
+        cp = _cupy()
+        rt = cp.cuda.runtime
+        # Not the CuPy pinned pool: a pool keeps freed blocks pinned for reuse, and feature
+        # stores are large and long-lived, so their memory should go back when dropped.
+        mem = cp.cuda.PinnedMemory(max(nbytes, 1), rt.hostAllocPortable | rt.hostAllocMapped)
+    except Exception as e:
+        _release_pinned(nbytes)
+        raise PinnedMemoryError(f"could not allocate {nbytes} bytes of pinned host memory: {e}. "
+                                f"Check the CUDA device, free host memory, and the "
+                                f"memlock limit (ulimit -l)") from e
+    holder = _PinnedBlock(mem, nbytes)
+    weakref.finalize(holder, _release_pinned, nbytes)
+    return np.asarray(holder)    # the array's base is the holder, which owns the allocation
+
+
+class _PinnedBlock:
+    """Owner of one pinned allocation, exposed to numpy as a writable byte array."""
+
+    def __init__(self, mem, nbytes: int):
+        self.mem = mem                   # cudaFreeHost runs when this goes away
+        self.nbytes = nbytes
+        self.__array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "version": 3,
+                                    "data": (int(mem), False)}
+
+
+def mapped_pointer(host_ptr: int) -> Optional[int]:
+    """Device address of pinned (page-locked, mapped) host memory, or None when ``host_ptr`` is
+    ordinary pageable memory."""
+    cp = _cupy()
+    rt = cp.cuda.runtime
+    try:
+        attrs = rt.pointerGetAttributes(int(host_ptr))
+    except Exception:
+        return None
+    if attrs.type != rt.memoryTypeHost or not attrs.devicePointer:
+        return None
+    return int(attrs.devicePointer)
+
+
+def _as_pinned(arr: np.ndarray, max_pinned_bytes=None) -> tuple[np.ndarray, int]:
+    """``arr`` as bytes in pinned memory (itself when already pinned, else one copy), and the
+    device address to read it at."""
+    u8 = arr.reshape(-1).view(np.uint8) if arr.flags.c_contiguous else None
+    if u8 is not None and u8.size:
+        dp = mapped_pointer(u8.ctypes.data)
+        if dp is not None:
+            return u8, dp
+    buf = pinned_allocator(arr.nbytes, max_pinned_bytes=max_pinned_bytes)
+    if arr.nbytes:
+        buf[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    dp = mapped_pointer(buf.ctypes.data) if buf.size else 0
+    if dp is None:
+        raise PinnedMemoryError("pinned buffer is not mapped into the device address space")
+    return buf, dp
+
+
+def _to_device_bytes(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    """One copy of ``arr``'s bytes into device memory (works for pinned, pageable, memmap)."""
+    out = torch.empty(arr.nbytes, dtype=torch.uint8, device=device)
+    if arr.nbytes:
+        src = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        cp = _cupy()
+        with cp.cuda.Device(device.index):
+            torch.cuda.current_stream(device).synchronize()
+            cp.cuda.runtime.memcpy(out.data_ptr(), src.ctypes.data, arr.nbytes,
+                                   cp.cuda.runtime.memcpyDefault)
+    return out
+
+
+def _small_to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Small metadata arrays (offsets, masks) as device tensors of the same bits."""
+    a = np.ascontiguousarray(arr)
+    signed = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    return torch.from_numpy(a.view(signed).copy()).to(device)
+
+
+# -- compressed rows -------------------------------------------------------------------------
+
+class DeviceCompressedMatrix:
+    """A :class:`CompressedMatrix` served to one GPU: ``gather(index)`` returns decoded rows.
+
+    ``location="pinned"``: the payload stays in pinned host memory and each gather reads only
+    the requested rows' compressed words over the bus. When ``cm.payload`` is not pinned yet it
+    is copied once into pinned memory; ``compress(x, allocator=gpu.pinned_allocator)`` avoids
+    that copy. ``location="device"``: the payload is copied to device memory once.
+    Offsets, mask and bitval always live in device memory.
+    """
+
+    def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
+                 sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
+                 threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
+                 mask_smem_limit: int = MASK_SMEM_LIMIT):
+        if location not in ("pinned", "device"):
+            raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
+        if threads % 32 or not 32 <= threads <= 512:
+            raise ValueError("threads must be a multiple of 32 in [32, 512]")
+        self.cm = cm
+        self.device = _resolve_device(device)
+        self.location = location
+        self.sort_indices = sort_indices
+        self.threads = threads
+        self.num_rows = cm.num_rows
+        self.row_shape = cm.row_shape
+        self.row_bytes = cm.row_bytes
+        self.dtype = cm.torch_dtype
+        self.chunk_bits = cm.chunk_bits
+        self.num_chunks = cm.num_chunks
+        ws = cm.chunk_bits // 8
+        self._word_bytes = ws
+
+        payload = np.asarray(cm.payload)
+        if location == "pinned":
+            self._payload_host, self._payload_ptr = _as_pinned(payload, max_pinned_bytes)
+            self._payload_dev = None
+        else:
+            self._payload_host = None
+            self._payload_dev = _to_device_bytes(payload, self.device)
+            self._payload_ptr = self._payload_dev.data_ptr()
+        lo = np.asarray(cm.offset_lo)
+        if lo.dtype not in (np.uint16, np.uint32):
+            lo = lo.astype(np.uint32)
+        self._offset_bits = lo.dtype.itemsize * 8
+        self._offset_lo = _small_to_device(lo, self.device)
+        self._block_base = _small_to_device(cm.block_base.astype(np.uint64, copy=False), self.device)
+        wd = np.uint32 if ws == 4 else np.uint64
+        self._mask = _small_to_device(np.asarray(cm.mask).astype(wd, copy=False), self.device)
+        self._bitval = _small_to_device(np.asarray(cm.bitval).astype(wd, copy=False), self.device)
+
+        c = self.num_chunks
+        self._unit = _unit(self.row_bytes, ws)
+        self._cap_words = max(32, warp_buffer_bytes // ws)
+        warps = threads // 32
+        mask_bytes = 2 * c * ws
+        optin = _device_props(self.device)["smem_optin"] if c else 48 << 10
+        self._stage = mask_bytes <= mask_smem_limit and (
+            mask_bytes + warps * self._cap_words * ws <= optin)
+        while not self._stage and warps * self._cap_words * ws > optin and self._cap_words > 32:
+            self._cap_words //= 2
+        self._smem = (mask_bytes if self._stage else 0) + warps * self._cap_words * ws
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.cm.payload_bytes
+
+    def row_words(self, index) -> int:
+        """Stored words of the requested rows (host side; for statistics)."""
+        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, np.int64)
+        s, e = self.cm.row_offsets(idx)
+        return int((e - s).sum())
+
+    def gather(self, index, *, sort: Optional[bool] = None, check: bool = True) -> torch.Tensor:
+        """Decoded rows ``index`` (int32/int64, CPU or CUDA, any order, duplicates allowed) as a
+        CUDA tensor ``[B, *row_shape]`` of the original dtype, bit-exact, in the caller's order.
+        ``sort`` (default: the constructor's ``sort_indices``) reads the rows in ascending
+        order for locality and scatters them back."""
+        idx = prepare_index(index, self.num_rows, self.device, check)
+        b = idx.numel()
+        if b == 0 or self.row_bytes == 0:
+            return torch.zeros((b,) + self.row_shape, dtype=self.dtype, device=self.device)
+        out = torch.empty((b, self.row_bytes), dtype=torch.uint8, device=self.device)
+        pos = None
+        if self.sort_indices if sort is None else sort:
+            idx, pos = _sorted(idx)
+        name = (f"ibp_decode_w{self.chunk_bits}_i{32 if idx.dtype == torch.int32 else 64}"
+                f"_o{self._offset_bits}")
+        kernel = _kernel("ibp_decode.cu", name, self.device.index)
+        warps = self.threads // 32
+        grid = _grid(self.device, b, warps, self.threads, self._smem)
+        args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
+                _i32(self.cm.offset_shift), _ptr(self._mask), _ptr(self._bitval),
+                _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
+                _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
+                _i64(self._cap_words))
+        _launch(kernel, self.device, grid, self.threads, args, self._smem)
+        return out.view(self.dtype).view((b,) + self.row_shape)
+
+    __call__ = gather
+
+
+# -- uncompressed rows -----------------------------------------------------------------------
+
+_VEC_WIDTHS = (16, 8, 4, 2, 1)
+
+
+class PinnedRawMatrix:
+    """Uncompressed rows in pinned host memory, gathered zero-copy by a GPU kernel (warp-group
+    per row, 16-byte loads when rows allow): the uncompressed baseline.
+
+    A CPU tensor that is already pinned is used in place; otherwise it is copied once into
+    pinned memory. ``location="device"`` keeps a device copy instead (all features resident
+    on the GPU)."""
+
+    def __init__(self, x: torch.Tensor, device=None, location: str = "pinned", *,
+                 max_pinned_bytes: Optional[int] = None, threads: int = GATHER_THREADS):
+        if location not in ("pinned", "device"):
+            raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x))
+        if x.dim() < 1:
+            raise ValueError("expected a tensor of shape [N, ...]")
+        _dtypes.dtype_name(x.dtype)
+        self.device = _resolve_device(device)
+        self.location = location
+        self.threads = threads
+        self.dtype = x.dtype
+        self.num_rows = int(x.shape[0])
+        self.row_shape = tuple(x.shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * x.element_size()
+        t = x.detach()
+        if location == "device":
+            self._dev = t.to(self.device).contiguous()
+            self._host = None
+            self._ptr = self._dev.data_ptr()
+        else:
+            t = t.cpu().contiguous()
+            self._dev = None
+            dp = mapped_pointer(t.data_ptr()) if t.numel() else None
+            if dp is not None:
+                self._host, self._ptr = t, dp
+            else:
+                arr = t.view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
+                self._host, self._ptr = _as_pinned(arr, max_pinned_bytes)
+        self._vec = next(v for v in _VEC_WIDTHS if self.row_bytes % v == 0 and self._ptr % v == 0)
+
+    def gather(self, index, *, sort: bool = False, check: bool = True) -> torch.Tensor:
+        idx = prepare_index(index, self.num_rows, self.device, check)
+        b = idx.numel()
+        if b == 0 or self.row_bytes == 0:
+            return torch.zeros((b,) + self.row_shape, dtype=self.dtype, device=self.device)
+        out = torch.empty((b, self.row_bytes), dtype=torch.uint8, device=self.device)
+        pos = None
+        if sort:
+            idx, pos = _sorted(idx)
+        row_vecs = self.row_bytes // self._vec
+        group = min(32, 1 << max(0, math.ceil(math.log2(row_vecs))))
+        shift = group.bit_length() - 1
+        name = f"gather_raw_v{self._vec}_i{32 if idx.dtype == torch.int32 else 64}"
+        kernel = _kernel("gather_raw.cu", name, self.device.index)
+        grid = _grid(self.device, b, self.threads // group, self.threads)
+        args = (_u64(self._ptr), _i64(self.num_rows), _i64(row_vecs), _ptr(idx), _ptr(pos),
+                _i64(b), _ptr(out), _i32(shift))
+        _launch(kernel, self.device, grid, self.threads, args)
+        return out.view(self.dtype).view((b,) + self.row_shape)
+
+    __call__ = gather
+
+
+# -- GPU encoder -----------------------------------------------------------------------------
+
+def _byte_rows_any(x):
+    """``x`` as ``[N, row_bytes]`` uint8: a CUDA tensor stays on its device (no host copy)."""
+    if isinstance(x, torch.Tensor) and x.is_cuda:
+        name = _dtypes.dtype_name(x.dtype)
+        t = x.detach().contiguous()
+        n = int(t.shape[0]) if t.dim() else 0
+        if t.dim() < 1:
+            raise ValueError("expected a tensor of shape [N, ...]")
+        rows = t.view(torch.uint8).reshape(n, -1) if t.numel() else torch.zeros(
+            (n, 0), dtype=torch.uint8, device=t.device)
+        return rows, name, tuple(int(s) for s in t.shape[1:])
+    byte_rows, name, row_shape = _dtypes.as_byte_rows(x)
+    return byte_rows, name, row_shape
+
+
+def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=None,
+                    block_bytes: int = 256 << 20, **plan_kwargs) -> CompressedMatrix:
+    """Compress ``x`` on the GPU; the result is identical (payload, offsets, mask, bitval) to
+    ``ibp_gnn.compress(x, plan=plan)``.
+
+    The plan (chunk width, mask, bitval) comes from ``plan`` or from the CPU planner
+    (``choose_plan``, which samples rows); only the encoding runs on the GPU. ``x`` may be a CPU
+    array/tensor (copied to the device in blocks of about ``block_bytes``, twice: once for the
+    row lengths, once to encode) or a CUDA tensor (used in place). ``allocator`` as in
+    ``compress``: the payload is written straight into the buffer it returns.
+    """
+    import time
+
+    from .codec.container import WORD_DTYPES, _default_allocator
+    from .codec.encode import compress as cpu_compress
+    from .codec.plan import DEFAULT_SAMPLE_ROWS, choose_plan
+
+    t0 = time.perf_counter()
+    device = _resolve_device(device if device is not None else (
+        x.device if isinstance(x, torch.Tensor) and x.is_cuda else None))
+    rows, name, row_shape = _byte_rows_any(x)
+    n, rb = int(rows.shape[0]), int(rows.shape[1])
+    if plan is None:
+        sample_rows = plan_kwargs.pop("sample_rows", DEFAULT_SAMPLE_ROWS)
+        seed = plan_kwargs.get("seed", 0)
+        if isinstance(rows, torch.Tensor):
+            # Draw the planner's sample on the device so only the sample crosses the bus; the
+            # same rows as choose_plan would draw itself, hence the same plan as compress().
+            if sample_rows is not None and n > sample_rows:
+                pick = np.sort(np.random.default_rng(seed).choice(n, size=sample_rows,
+                                                                  replace=False))
+                sample = rows[torch.from_numpy(pick).to(rows.device)].cpu().numpy()
+            else:
+                sample = rows.cpu().numpy()
+            plan = choose_plan(sample, chunk_bits=chunk_bits, sample_rows=None, **plan_kwargs)
+        else:
+            plan = choose_plan(rows, chunk_bits=chunk_bits, sample_rows=sample_rows,
+                               **plan_kwargs)
+    if n == 0 or rb == 0:
+        # Nothing to encode (no payload words): the CPU encoder gives the identical result.
+        xc = x.detach().cpu() if isinstance(x, torch.Tensor) else x
+        return cpu_compress(xc, plan=plan, allocator=allocator)
+
+    w = plan.chunk_bits
+    ws = w // 8
+    wd = WORD_DTYPES[w]
+    c = -(-rb // ws)
+    if plan.num_chunks != c:
+        raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
+    mask = _small_to_device(np.asarray(plan.mask).astype(wd), device)
+    bitval = _small_to_device(np.asarray(plan.bitval).astype(wd), device)
+    unit = _unit(rb, ws)
+    step = max(1, block_bytes // rb)
+    warps = ENCODE_THREADS // 32
+    k_len = _kernel("ibp_encode.cu", f"ibp_row_words_w{w}", device.index)
+    k_enc = _kernel("ibp_encode.cu", f"ibp_encode_rows_w{w}", device.index)
+
+    def blocks():
+        for lo in range(0, n, step):
+            blk = rows[lo:lo + step]
+            if isinstance(blk, np.ndarray):
+                with warnings.catch_warnings():   # read-only input: torch only reads it
+                    warnings.simplefilter("ignore", UserWarning)
+                    blk = torch.from_numpy(np.ascontiguousarray(blk))
+            blk = blk.to(device, non_blocking=False).contiguous()
+            if blk.data_ptr() % ws:
+                blk = blk.clone()
+            yield lo, blk
+
+    lengths = torch.empty(n, dtype=torch.int64, device=device)
+    for lo, blk in blocks():
+        m = int(blk.shape[0])
+        grid = _grid(device, m, warps, ENCODE_THREADS)
+        _launch(k_len, device, grid, ENCODE_THREADS,
+                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), _ptr(mask), _ptr(bitval), _i64(c),
+                 _u64(lengths.data_ptr() + 8 * lo)))
+    offsets_dev = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    torch.cumsum(lengths, 0, out=offsets_dev[1:])
+    offsets = offsets_dev.cpu().numpy()
+    total = int(offsets[-1])
+
+    buf = (allocator or _default_allocator)(total * ws)
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.nbytes < total * ws:
+        raise ValueError(f"allocator must return a writable uint8 array of at least "
+                         f"{total * ws} bytes")
+    payload = buf[:total * ws].view(wd)
+    host_words = torch.from_numpy(payload.view(np.int32 if ws == 4 else np.int64))
+    for lo, blk in blocks():
+        m = int(blk.shape[0])
+        o0, o1 = int(offsets[lo]), int(offsets[lo + m])
+        rel = (offsets_dev[lo:lo + m + 1] - o0).contiguous()
+        words = torch.zeros(o1 - o0, dtype=torch.int32 if ws == 4 else torch.int64, device=device)
+        grid = _grid(device, m, warps, ENCODE_THREADS)
+        _launch(k_enc, device, grid, ENCODE_THREADS,
+                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), _ptr(mask), _ptr(bitval), _i64(c),
+                 _ptr(rel), _ptr(words)))
+        host_words[o0:o1].copy_(words)
+    torch.cuda.current_stream(device).synchronize()
+    return build_matrix(plan, (n,) + row_shape, name, payload, offsets,
+                        time.perf_counter() - t0)

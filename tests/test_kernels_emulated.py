@@ -1,0 +1,319 @@
+"""The CUDA kernels run on the CPU: each .cu is compiled with g++ against a small shim that
+emulates a warp with 32 host threads (shuffles, ballots and barriers through std::barrier),
+then compared bit for bit with the CPU codec. This checks the kernels' arithmetic (bit offsets,
+straddling words, shifts, padding, raw rows, offsets) on machines without a GPU; it does not
+check performance, the memory model or real warp scheduling."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ibp_gnn import compress
+from ibp_gnn import gpu
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+
+SHIM = r"""
+#include <atomic>
+#include <barrier>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __shared__
+struct emu_dim3 { unsigned x, y, z; };
+static thread_local emu_dim3 threadIdx, blockIdx;
+static emu_dim3 blockDim, gridDim;
+struct uint4 { unsigned x, y, z, w; };
+struct uint2 { unsigned x, y; };
+alignas(16) unsigned long long ibp_smem_u64[1 << 20];
+static std::barrier<>* emu_block_bar;
+static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_bar;
+static unsigned long long emu_xchg[32][32];
+static inline int emu_lane() { return threadIdx.x & 31; }
+static inline int emu_warp() { return threadIdx.x >> 5; }
+static inline void __syncthreads() { emu_block_bar->arrive_and_wait(); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_bar[emu_warp()]->arrive_and_wait(); }
+template <typename T> static T emu_exchange(T v, int src) {
+  unsigned long long b = 0; std::memcpy(&b, &v, sizeof(T));
+  emu_xchg[emu_warp()][emu_lane()] = b;
+  __syncwarp();
+  unsigned long long r = emu_xchg[emu_warp()][src];
+  __syncwarp();
+  T out; std::memcpy(&out, &r, sizeof(T)); return out;
+}
+template <typename T> static T __shfl_up_sync(unsigned, T v, int d) {
+  T r = emu_exchange(v, emu_lane() >= d ? emu_lane() - d : emu_lane()); return r; }
+template <typename T> static T __shfl_sync(unsigned, T v, int src) { return emu_exchange(v, src); }
+template <typename T> static T __shfl_xor_sync(unsigned, T v, int d) { return emu_exchange(v, emu_lane() ^ d); }
+static unsigned __ballot_sync(unsigned, int pred) {
+  unsigned b = 0;
+  for (int l = 0; l < 32; ++l) {
+    unsigned p = emu_exchange<unsigned>(pred ? 1u : 0u, l);
+    b |= p << l;
+  }
+  return b;
+}
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+static inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+template <typename T> static inline T __ldg(const T* p) { return *p; }
+template <typename T> static inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+
+template <typename K, typename... A> static void emu_launch(K k, int grid, int block, A... args) {
+  blockDim = {(unsigned)block, 1, 1}; gridDim = {(unsigned)grid, 1, 1};
+  for (int b = 0; b < grid; ++b) {
+    std::memset(ibp_smem_u64, 0xA5, sizeof(ibp_smem_u64));   // catch reads of unwritten smem
+    std::barrier<> bb(block); emu_block_bar = &bb;
+    emu_warp_bar.clear();
+    for (int w = 0; w < block / 32; ++w) emu_warp_bar.emplace_back(new std::barrier<>(32));
+    std::vector<std::thread> ts;
+    for (int t = 0; t < block; ++t)
+      ts.emplace_back([=] { threadIdx = {(unsigned)t, 0, 0}; blockIdx = {(unsigned)b, 0, 0}; k(args...); });
+    for (auto& t : ts) t.join();
+  }
+}
+"""
+
+WRAPPERS = {
+    "ibp_decode.cu": r"""
+#define EMU_DECODE(NAME, WORD, INDEX, OFF) extern "C" void emu_##NAME(int grid, int block,     \
+  const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
+  const WORD* mask, const WORD* bitval, long long num_rows, long long C, const INDEX* index,    \
+  const long long* out_pos, long long B, u8* out, long long row_bytes, int unit,               \
+  int stage_masks, long long cap_words) {                                                      \
+  emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
+             num_rows, C, index, out_pos, B, out, row_bytes, unit, stage_masks, cap_words); }
+EMU_DECODE(ibp_decode_w32_i32_o16, u32, int, u16)
+EMU_DECODE(ibp_decode_w32_i64_o16, u32, long long, u16)
+EMU_DECODE(ibp_decode_w64_i32_o16, u64, int, u16)
+EMU_DECODE(ibp_decode_w64_i64_o16, u64, long long, u16)
+EMU_DECODE(ibp_decode_w32_i32_o32, u32, int, u32)
+EMU_DECODE(ibp_decode_w32_i64_o32, u32, long long, u32)
+EMU_DECODE(ibp_decode_w64_i32_o32, u64, int, u32)
+EMU_DECODE(ibp_decode_w64_i64_o32, u64, long long, u32)
+""",
+    "gather_raw.cu": r"""
+#define EMU_GATHER(NAME, VEC, INDEX) extern "C" void emu_##NAME(int grid, int block,           \
+  const VEC* src, long long num_rows, long long row_vecs, const INDEX* index,                  \
+  const long long* out_pos, long long B, VEC* out, int group_shift) {                          \
+  emu_launch(NAME, grid, block, src, num_rows, row_vecs, index, out_pos, B, out, group_shift); }
+EMU_GATHER(gather_raw_v16_i64, uint4, long long)
+EMU_GATHER(gather_raw_v8_i64, uint2, long long)
+EMU_GATHER(gather_raw_v4_i32, u32, int)
+EMU_GATHER(gather_raw_v2_i64, u16, long long)
+EMU_GATHER(gather_raw_v1_i32, u8, int)
+""",
+    "ibp_encode.cu": r"""
+#define EMU_ENCODE(SUFFIX, WORD)                                                                \
+extern "C" void emu_ibp_row_words_##SUFFIX(int grid, int block, const u8* x, long long n,       \
+  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, long long C,             \
+  long long* lengths) {                                                                         \
+  emu_launch(ibp_row_words_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, C, lengths); } \
+extern "C" void emu_ibp_encode_rows_##SUFFIX(int grid, int block, const u8* x, long long n,     \
+  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, long long C,             \
+  const long long* offsets, WORD* out) {                                                        \
+  emu_launch(ibp_encode_rows_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, C, offsets, out); }
+EMU_ENCODE(w32, u32)
+EMU_ENCODE(w64, u64)
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    out = {}
+    d = tmp_path_factory.mktemp("emu")
+    for name, wrappers in WRAPPERS.items():
+        src = SHIM + gpu.load_source(gpu.cuda_dir() / name) + wrappers
+        tag = hashlib.sha1(src.encode()).hexdigest()[:12]
+        cpp = d / f"{Path(name).stem}_{tag}.cpp"
+        so = cpp.with_suffix(".so")
+        cpp.write_text(src)
+        r = subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+                            "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas",
+                            "-o", str(so), str(cpp)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-4000:]
+        out[name] = ctypes.CDLL(str(so))
+    return out
+
+
+def _p(a):
+    return ctypes.c_void_p(0 if a is None else a.ctypes.data)
+
+
+L = ctypes.c_longlong
+I = ctypes.c_int
+
+
+def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True):
+    ws = cm.chunk_bits // 8
+    idx = np.asarray(idx)
+    pos = None
+    if sort:
+        order = np.argsort(idx, kind="stable")
+        idx, pos = idx[order], order.astype(np.int64)
+    idx = np.ascontiguousarray(idx)
+    b = len(idx)
+    out = np.full((b, cm.row_bytes), 0x5A, np.uint8)
+    ityp = "i32" if idx.dtype == np.int32 else "i64"
+    otyp = "o16" if cm.offset_lo.dtype == np.uint16 else "o32"
+    fn = getattr(lib, f"emu_ibp_decode_w{cm.chunk_bits}_{ityp}_{otyp}")
+    # keep every array referenced while the kernel runs (cm.mask is computed on access)
+    payload, lo, base, mask, bitval = (np.ascontiguousarray(a) for a in (
+        cm.payload, cm.offset_lo, cm.block_base, cm.mask, cm.bitval))
+    fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(cm.offset_shift), _p(mask),
+       _p(bitval), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
+       L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
+       L(max(32, cap_bytes // ws)))
+    return out
+
+
+def expected_bytes(cm, idx):
+    return cm.decode(np.asarray(idx, np.int64)).reshape(len(idx), -1).view(torch.uint8).numpy() \
+        if cm.row_bytes else np.zeros((len(idx), 0), np.uint8)
+
+
+def _special_floats(rng, n, d, dtype):
+    x = rng.standard_normal((n, d)).astype(dtype)
+    x[rng.random((n, d)) < 0.6] = 0
+    flat = x.reshape(-1)
+    specials = np.array([np.nan, -0.0, np.inf, -np.inf, np.finfo(dtype).tiny / 4, -1.0, 1.0],
+                        dtype=dtype)
+    k = min(flat.size, 50)
+    flat[rng.choice(flat.size, k, replace=False)] = rng.choice(specials, k)
+    return x
+
+
+def _matrices():
+    rng = np.random.default_rng(0)
+    yield "f32_sparse", (rng.random((300, 77)) < 0.05).astype(np.float32)
+    yield "f32_special", _special_floats(rng, 200, 45, np.float32)
+    yield "f16_odd", _special_floats(rng, 150, 33, np.float16)
+    yield "bf16", torch.from_numpy(_special_floats(rng, 120, 19, np.float32)).to(torch.bfloat16)
+    yield "f64", _special_floats(rng, 100, 9, np.float64)
+    yield "i8", rng.integers(-3, 3, (160, 41)).astype(np.int8)
+    yield "u8_3", rng.integers(0, 2, (90, 3)).astype(np.uint8)
+    yield "bool", rng.random((130, 70)) < 0.1
+    yield "i64", rng.integers(-5, 5, (80, 13)).astype(np.int64)
+    yield "wide", (rng.random((24, 5000)) < 0.02).astype(np.float32)       # 20 KB rows
+    yield "wide_dense", rng.standard_normal((12, 4500)).astype(np.float32)  # long encoded rows
+    yield "dense_mixed", np.concatenate([rng.standard_normal((50, 64)).astype(np.float32),
+                                         np.zeros((50, 64), np.float32)])
+    yield "wide_random", rng.integers(-2**31, 2**31, (40, 6000)).astype(np.int32)  # u32 offsets
+    yield "i16_rows3d", rng.integers(0, 4, (70, 5, 7)).astype(np.int16)
+
+
+MATRICES = dict(_matrices())
+# a quick subset by default (raw and encoded rows, both offset widths, long rows); all with
+# --runslow
+QUICK = {"f32_sparse", "f16_odd", "wide_random"}
+CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
+         for name in MATRICES]
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("w", [32, 64])
+def test_emulated_decode_bit_exact(libs, name, w):
+    x = MATRICES[name]
+    cm = compress(x, chunk_bits=w)
+    n = cm.num_rows
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, n, size=min(3 * n, 200)).astype(np.int64)
+    idx[:5] = n - 1
+    lib = libs["ibp_decode.cu"]
+    exp = expected_bytes(cm, idx)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
+    # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+
+
+def test_emulated_cases_cover_the_format():
+    """The matrices above reach raw and encoded rows, both offset widths, and encoded rows
+    longer than the per-warp buffer."""
+    kinds, offsets, long_rows = set(), set(), False
+    for x in MATRICES.values():
+        for w in (32, 64):
+            cm = compress(x, chunk_bits=w)
+            kinds |= {bool(f) for f in cm.raw_flags}
+            offsets.add(cm.offset_lo.dtype)
+            enc = cm.row_words[~cm.raw_flags]
+            long_rows |= bool(len(enc) and enc.max() * w // 8 > 2048)
+    assert kinds == {True, False}
+    assert offsets == {np.dtype(np.uint16), np.dtype(np.uint32)}
+    assert long_rows
+
+
+def test_emulated_decode_bad_index_writes_zeros(libs):
+    cm = compress(MATRICES["f32_sparse"], chunk_bits=32)
+    out = emu_decode(libs["ibp_decode.cu"], cm, np.array([0, -1, cm.num_rows, 3], np.int64))
+    assert not out[1].any() and not out[2].any()
+    np.testing.assert_array_equal(out[[0, 3]], expected_bytes(cm, [0, 3]))
+
+
+@pytest.mark.parametrize("row_bytes,vec,itype", [(64, 16, "i64"), (24, 8, "i64"),
+                                                  (12, 4, "i32"), (6, 2, "i64"),
+                                                  (3, 1, "i32"), (4096, 16, "i64"),
+                                                  (1000, 8, "i64")])
+@pytest.mark.parametrize("sort", [False, True])
+def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort):
+    rng = np.random.default_rng(row_bytes)
+    n = 57
+    x = rng.integers(0, 256, (n, row_bytes), dtype=np.uint8)
+    idx = rng.integers(0, n, 150).astype(np.int32 if itype == "i32" else np.int64)
+    pos = None
+    if sort:
+        order = np.argsort(idx, kind="stable")
+        idx, pos = np.ascontiguousarray(idx[order]), order.astype(np.int64)
+    out = np.zeros((len(idx), row_bytes), np.uint8)
+    row_vecs = row_bytes // vec
+    group = min(32, 1 << max(0, int(np.ceil(np.log2(row_vecs)))))
+    fn = getattr(libs["gather_raw.cu"], f"emu_gather_raw_v{vec}_{itype}")
+    fn(I(2), I(64), _p(x), L(n), L(row_vecs), _p(idx), _p(pos), L(len(idx)), _p(out),
+       I(group.bit_length() - 1))
+    exp = x[idx]
+    if pos is not None:
+        exp = np.empty_like(exp)
+        exp[pos] = x[idx]
+    np.testing.assert_array_equal(out, exp)
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("w", [32, 64])
+def test_emulated_encode_identical(libs, name, w):
+    x = MATRICES[name]
+    cm = compress(x, chunk_bits=w)
+    ws = w // 8
+    rows = (x.contiguous().view(torch.uint8).numpy() if isinstance(x, torch.Tensor)
+            else np.ascontiguousarray(x).view(np.uint8)).reshape(cm.num_rows, -1)
+    rows = np.ascontiguousarray(rows)
+    lib = libs["ibp_encode.cu"]
+    c = cm.num_chunks
+    mask, bitval = np.ascontiguousarray(cm.mask), np.ascontiguousarray(cm.bitval)
+    unit = gpu._unit(cm.row_bytes, ws)
+    lengths = np.zeros(cm.num_rows, np.int64)
+    getattr(lib, f"emu_ibp_row_words_w{w}")(
+        I(2), I(64), _p(rows), L(cm.num_rows), L(cm.row_bytes), I(unit), _p(mask),
+        _p(bitval), L(c), _p(lengths))
+    np.testing.assert_array_equal(lengths, cm.row_words)
+    offsets = np.zeros(cm.num_rows + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.zeros(int(offsets[-1]), cm.payload.dtype)
+    getattr(lib, f"emu_ibp_encode_rows_w{w}")(
+        I(3), I(64), _p(rows), L(cm.num_rows), L(cm.row_bytes), I(unit), _p(mask),
+        _p(bitval), L(c), _p(offsets), _p(out))
+    np.testing.assert_array_equal(out, cm.payload)
