@@ -171,6 +171,9 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, kind_masks, kind_bitvals, 
 def _store_chunk(out, i, c, v, pieces, unit_bits):
     """Write chunk ``c`` of row ``i`` as ``pieces`` units of ``out`` (``[B, row_units]``), dropping
     units past the row's end: the output needs no padding and no second copy."""
+    if pieces == 1:
+        out[i, c] = v
+        return
     first = c * pieces
     for p in range(min(pieces, out.shape[1] - first)):
         out[i, first + p] = _shr(v, p * unit_bits) & _low(unit_bits)
@@ -178,11 +181,14 @@ def _store_chunk(out, i, c, v, pieces, unit_bits):
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitvals, kind_free,
-                run_start, run_len, run_count, out):
+                run_start, run_len, run_count, group_fixed, out):
     """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
 
     ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
     fills ``chunk_bits / unit_bits`` consecutive units (little-endian, as the rows were read).
+    ``group_fixed[h]``: every column of header word ``h`` has no free bits, so when all of them
+    are packed (the usual case of sparse rows) the group decodes to its bit values without
+    touching the stream.
     """
     b_count = starts.shape[0]
     w = chunk_bits
@@ -195,36 +201,58 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
             for c in range(num_chunks):
                 _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
             continue
-        pos = start + header  # word holding the next stream bit
-        used = 0              # bits of that word already consumed
-        for c in range(num_chunks):
-            k = kinds[c]
-            packed = (np.uint64(payload[start + c // w]) >> np.uint64(c % w)) & _U1
-            length = kind_free[k] if packed else w
-            if length == 0:
-                _store_chunk(out, i, c, kind_bitvals[k], pieces, unit_bits)
+        pos = start + header  # next stream word to read
+        used = 0              # bits of word pos already consumed (64-bit chunks)
+        buf = _U0             # pending stream bits, most significant first (32-bit chunks)
+        nbuf = 0
+        for h in range(header):
+            hword = np.uint64(payload[start + h])
+            c0 = h * w
+            c1 = min(c0 + w, num_chunks)
+            if group_fixed[h] and hword == _low(c1 - c0):
+                for c in range(c0, c1):
+                    _store_chunk(out, i, c, kind_bitvals[kinds[c]], pieces, unit_bits)
                 continue
-            avail = w - used
-            cur = np.uint64(payload[pos]) & _low(avail)
-            if length < avail:
-                v = cur >> np.uint64(avail - length)
-                used += length
-            else:
-                need = length - avail
-                pos += 1
-                if need > 0:
-                    v = _shl(cur, need) | (np.uint64(payload[pos]) >> np.uint64(w - need))
+            for c in range(c0, c1):
+                k = kinds[c]
+                packed = (hword >> np.uint64(c - c0)) & _U1
+                length = kind_free[k] if packed else w
+                if length == 0:
+                    _store_chunk(out, i, c, kind_bitvals[k], pieces, unit_bits)
+                    continue
+                if w == 32:
+                    # 32-bit words stream through a 64-bit buffer, most significant bits
+                    # first: one refill test per chunk instead of a straddle case
+                    if nbuf < length:
+                        buf |= np.uint64(payload[pos]) << np.uint64(32 - nbuf)
+                        pos += 1
+                        nbuf += 32
+                    v = buf >> np.uint64(64 - length)
+                    buf = buf << np.uint64(length)
+                    nbuf -= length
                 else:
-                    v = cur
-                used = need
-            if packed:
-                x = kind_bitvals[k]
-                for r in range(run_count[k] - 1, -1, -1):
-                    rl = run_len[k, r]
-                    x |= _shl(v & _low(rl), run_start[k, r])
-                    v = _shr(v, rl)
-                v = x
-            _store_chunk(out, i, c, v, pieces, unit_bits)
+                    avail = w - used
+                    cur = np.uint64(payload[pos]) & _low(avail)
+                    if length < avail:
+                        v = cur >> np.uint64(avail - length)
+                        used += length
+                    else:
+                        need = length - avail
+                        pos += 1
+                        if need > 0:
+                            v = (_shl(cur, need)
+                                 | (np.uint64(payload[pos]) >> np.uint64(w - need)))
+                        else:
+                            v = cur
+                        used = need
+                if packed:
+                    x = kind_bitvals[k]
+                    for r in range(run_count[k] - 1, -1, -1):
+                        rl = run_len[k, r]
+                        x |= _shl(v & _low(rl), run_start[k, r])
+                        v = _shr(v, rl)
+                    v = x
+                _store_chunk(out, i, c, v, pieces, unit_bits)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -19,7 +19,12 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
     if len(idx) and cm.num_chunks:
         starts, ends = cm.row_offsets(idx)
         run_start, run_len, run_count = cm.kind_runs
-        _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits,
-                             cm.column_kind_ids(), cm.kind_bitvals.astype(np.uint64),
-                             run_len.sum(1), run_start, run_len, run_count, out)
+        kinds = cm.column_kind_ids()
+        kind_free = run_len.sum(1)
+        fixed = kind_free[kinds] == 0
+        fixed = np.pad(fixed, (0, -len(fixed) % cm.chunk_bits), constant_values=True)
+        group_fixed = fixed.reshape(-1, cm.chunk_bits).all(1)
+        _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits, kinds,
+                             cm.kind_bitvals.astype(np.uint64), kind_free, run_start, run_len,
+                             run_count, group_fixed, out)
     return out.view(np.uint8)
