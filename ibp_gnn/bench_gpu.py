@@ -17,7 +17,6 @@ import argparse
 import datetime as _dt
 import gc
 import json
-import os
 import platform
 import re
 import sys
@@ -28,9 +27,9 @@ import numpy as np
 import torch
 
 from . import gpu
-from .codec import CompressedMatrix, compress
+from .codec import CompressedMatrix, compress, tile_rows
+from .datasets import data_root
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 GB = 1e9
 
 
@@ -97,25 +96,8 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int) -> list[dic
 
 
 def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMatrix:
-    """``cm`` with its rows repeated ``reps`` times: what compressing the tiled matrix with the
-    same plan gives (a row's encoding depends only on the row and the plan)."""
-    from .codec.encode import build_matrix
-    from .codec.plan import Plan
-    n = cm.num_rows
-    off = cm.row_offsets(np.arange(n))[0]
-    total = int(cm.row_offsets(np.array([n - 1]))[1][0]) if n else 0
-    ws = cm.chunk_bits // 8
-    buf = allocator(total * ws * reps)
-    payload = buf.view(cm.payload.dtype)
-    src = np.asarray(cm.payload)[:total]
-    for k in range(reps):
-        payload[k * total:(k + 1) * total] = src
-    offsets = np.empty(n * reps + 1, np.int64)
-    for k in range(reps):
-        offsets[k * n:(k + 1) * n] = off + k * total
-    offsets[-1] = total * reps
-    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
-    return build_matrix(plan, (n * reps,) + cm.row_shape, cm.dtype, payload, offsets)
+    """``cm`` with its rows repeated ``reps`` times (see :func:`ibp_gnn.codec.tile_rows`)."""
+    return tile_rows(cm, cm.num_rows * reps, allocator=allocator)
 
 
 def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
@@ -215,7 +197,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ibp_gnn.bench_gpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="JSON output path ({card} and {date} are substituted)")
-    ap.add_argument("--data", default=os.environ.get("IBP_GNN_DATASETS", str(DEFAULT_DATA)))
+    ap.add_argument("--data", default=None,
+                    help="datasets folder (default: $IBP_GNN_DATA, else ../shared/datasets)")
     ap.add_argument("--datasets", default="normalized/*.npz,derived/*.npz",
                     help="comma-separated globs under --data")
     ap.add_argument("--tile-bytes", type=float, default=2e9,
@@ -248,7 +231,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.row_sizes.split(",") if s]
     res["raw_rows"] = raw_rows(sizes, int(args.pool_bytes), int(args.batch_bytes), args.repeats)
     print("raw rows done", flush=True)
-    data = Path(args.data)
+    data = Path(args.data) if args.data else data_root()
     paths = []
     for g in args.datasets.split(","):
         paths += sorted(data.glob(g.strip()))

@@ -1,9 +1,10 @@
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from ibp_gnn.datasets import data_root
+
+SHARED_DATASETS = data_root()
 
 
 def pytest_addoption(parser):

@@ -4,7 +4,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ibp_gnn.codec import SUPPORTED_DTYPES, compress
+from ibp_gnn.codec import SUPPORTED_DTYPES, compress, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
 from ibp_gnn.codec.plan import Plan
 
@@ -235,3 +235,19 @@ def test_column_kinds_pack_and_unpack():
     for bits in (1, 2, 4, 8, 16, 32):
         ids = rng.integers(0, 2**bits, 77, dtype=np.uint64)
         assert np.array_equal(unpack_kinds(pack_kinds(ids, bits), bits, 77), ids)
+
+
+def test_tile_rows_equals_compressing_the_tiled_matrix():
+    rng = np.random.default_rng(0)
+    x = (rng.random((37, 90)) < 0.05).astype(np.float32)
+    cm = compress(x)
+    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
+    for num_rows in (0, 5, 37, 100, 74):
+        tiled_raw = x[np.arange(num_rows) % 37]
+        tiled = tile_rows(cm, num_rows)
+        direct = compress(tiled_raw, plan=plan)
+        assert np.array_equal(tiled.payload, direct.payload)
+        assert tiled.row_offsets()[0].tolist() == direct.row_offsets()[0].tolist()
+        assert_bits_equal(tiled.decode(), torch.from_numpy(tiled_raw))
+    with pytest.raises(ValueError, match="cannot tile"):
+        tile_rows(cm, -1)

@@ -115,7 +115,12 @@ def test_flags_override_config(example):
     assert config["batch_size"] == 9 and config["epochs"] == 2  # from the file
 
 
-def test_too_large_to_materialize_is_a_clear_error(example):
-    with pytest.raises(SystemExit, match="exceeds max_materialize_gb"):
-        example.main(["--config", str(SMOKE), "--scale-nodes", "3000",
-                      "--max-materialize-gb", "0.0001", "--plot", "none"])
+def test_too_large_to_materialize_runs_only_the_tiling_ibp_store(example, tmp_path, capsys):
+    out = tmp_path / "big.json"
+    rc = example.main(["--config", str(SMOKE), "--scale-nodes", "3000", "--stores", "ibp,cpu",
+                       "--max-materialize-gb", "0.0001", "--plot", "none", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "exceeds max_materialize_gb" in printed
+    assert rc == 3  # the cpu store could not be built
+    report = json.loads(out.read_text())
+    assert set(report["stores"]) == {"ibp"} and "cpu" in report["skipped"]

@@ -3,7 +3,6 @@ codec. Needs a CUDA device usable by torch and CuPy; skipped otherwise."""
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from ibp_gnn import gpu
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpu.is_available(), reason="needs a CUDA device + CuPy")]
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from conftest import SHARED_DATASETS as DATA
 DATASETS = sorted(DATA.glob("normalized/*.npz")) + sorted(DATA.glob("derived/*.npz"))
 DEV = "cuda"
 

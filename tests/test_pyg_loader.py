@@ -1,6 +1,5 @@
 """NeighborLoader end to end: identical batches through every store, worker processes,
 heterogeneous graphs, real data bit-exact, bad input."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Data, EdgeAttr, HeteroData, TensorAttr
+from torch_geometric.data import Data, HeteroData, TensorAttr
 
 import ibp_gnn
 from ibp_gnn.pyg import (CPUFeatureStore, CSCGraphStore, GPUFeatureStore, IBPFeatureStore,
@@ -300,3 +300,19 @@ def test_cuda_stores_bit_exact(store):
         assert fs.host_bytes == 0 and fs.device_bytes > 0
     with pytest.raises(IndexError):
         fs.get_tensor(None, 'x', torch.tensor([3000], device='cuda'))
+
+
+def test_ibp_store_takes_a_compressed_matrix():
+    from ibp_gnn.codec import compress, tile_rows
+    x = (torch.rand(50, 300) < 0.05).float()
+    tiled = tile_rows(compress(x), 120)
+    fs = IBPFeatureStore()
+    fs.put_tensor(tiled, group_name=None, attr_name='x', index=None)
+    idx = torch.tensor([0, 119, 50, 7])
+    got = fs.get_tensor(group_name=None, attr_name='x', index=idx)
+    assert torch.equal(got.view(torch.int32), x[idx % 50].view(torch.int32))
+    assert fs.host_bytes == tiled.host_bytes
+    with pytest.raises(ValueError, match="share their rows"):
+        fs.put_tensor(torch.zeros(7), group_name=None, attr_name='y', index=None)
+    with pytest.raises(TypeError, match="holds raw tensors"):
+        CPUFeatureStore().put_tensor(tiled, group_name=None, attr_name='x', index=None)

@@ -1,7 +1,7 @@
 """The IBP codec: format, preprocessing, encoder and CPU decoder. Free of PyG and CUDA."""
 from .container import CompressedMatrix, as_index
 from .dtypes import SUPPORTED_DTYPES
-from .encode import compress
+from .encode import compress, tile_rows
 
 
 def load(path, *, mmap: bool = True) -> CompressedMatrix:
@@ -9,4 +9,4 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
     return CompressedMatrix.load(path, mmap=mmap)
 
 
-__all__ = ["CompressedMatrix", "SUPPORTED_DTYPES", "as_index", "compress", "load"]
+__all__ = ["CompressedMatrix", "SUPPORTED_DTYPES", "as_index", "compress", "load", "tile_rows"]

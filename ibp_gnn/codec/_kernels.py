@@ -179,47 +179,59 @@ def _store_chunk(out, i, c, v, pieces, unit_bits):
         out[i, first + p] = _shr(v, p * unit_bits) & _low(unit_bits)
 
 
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_INDEX = np.zeros(64, np.int64)
+for _b in range(64):
+    _DEBRUIJN_INDEX[((1 << _b) * 0x03F79D71B4CB0A89 & 0xFFFFFFFFFFFFFFFF) >> 58] = _b
+
+
+@nb.njit(inline="always")
+def _lowest_bit(m):
+    """Index of the lowest set bit of ``m != 0``."""
+    return _DEBRUIJN_INDEX[((m & (~m + _U1)) * _DEBRUIJN) >> np.uint64(58)]
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitvals, kind_free,
-                run_start, run_len, run_count, group_fixed, out):
+                run_start, run_len, run_count, group_fixed, bitval_row, out):
     """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
 
     ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
     fills ``chunk_bits / unit_bits`` consecutive units (little-endian, as the rows were read).
-    ``group_fixed[h]``: every column of header word ``h`` has no free bits, so when all of them
-    are packed (the usual case of sparse rows) the group decodes to its bit values without
-    touching the stream.
+    ``bitval_row`` is the row every packed chunk without free bits decodes to, in output units;
+    ``group_fixed[h]`` has bit ``b`` set when column ``h * W + b`` has no free bits. An encoded
+    row starts as ``bitval_row`` and only the chunks that read the stream are visited, found
+    a header word at a time: sparse rows cost about one visit per non-default chunk.
     """
     b_count = starts.shape[0]
     w = chunk_bits
     unit_bits = out.itemsize * 8
     pieces = w // unit_bits
     header = (num_chunks + w - 1) // w
+    units = out.shape[1]
     for i in nb.prange(b_count):
         start = starts[i]
         if ends[i] - start == num_chunks:
             for c in range(num_chunks):
                 _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
             continue
+        for u in range(units):
+            out[i, u] = bitval_row[u]
         pos = start + header  # next stream word to read
         used = 0              # bits of word pos already consumed (64-bit chunks)
         buf = _U0             # pending stream bits, most significant first (32-bit chunks)
         nbuf = 0
         for h in range(header):
-            hword = np.uint64(payload[start + h])
             c0 = h * w
-            c1 = min(c0 + w, num_chunks)
-            if group_fixed[h] and hword == _low(c1 - c0):
-                for c in range(c0, c1):
-                    _store_chunk(out, i, c, kind_bitvals[kinds[c]], pieces, unit_bits)
-                continue
-            for c in range(c0, c1):
+            hword = np.uint64(payload[start + h])
+            todo = ~(hword & group_fixed[h]) & _low(min(w, num_chunks - c0))
+            while todo:
+                b = _lowest_bit(todo)
+                todo &= todo - _U1
+                c = c0 + b
                 k = kinds[c]
-                packed = (hword >> np.uint64(c - c0)) & _U1
+                packed = (hword >> np.uint64(b)) & _U1
                 length = kind_free[k] if packed else w
-                if length == 0:
-                    _store_chunk(out, i, c, kind_bitvals[k], pieces, unit_bits)
-                    continue
                 if w == 32:
                     # 32-bit words stream through a 64-bit buffer, most significant bits
                     # first: one refill test per chunk instead of a straddle case

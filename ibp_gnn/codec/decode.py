@@ -21,10 +21,14 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
         run_start, run_len, run_count = cm.kind_runs
         kinds = cm.column_kind_ids()
         kind_free = run_len.sum(1)
-        fixed = kind_free[kinds] == 0
-        fixed = np.pad(fixed, (0, -len(fixed) % cm.chunk_bits), constant_values=True)
-        group_fixed = fixed.reshape(-1, cm.chunk_bits).all(1)
+        fixed = np.zeros(cm.header_words * cm.chunk_bits, np.uint64)
+        fixed[:cm.num_chunks] = kind_free[kinds] == 0
+        weights = np.uint64(1) << np.arange(cm.chunk_bits, dtype=np.uint64)
+        group_fixed = (fixed.reshape(-1, cm.chunk_bits) * weights).sum(1, dtype=np.uint64)
+        bitval_row = np.zeros(cm.num_chunks * cm.chunk_bytes, np.uint8)
+        bitval_row.view(cm.payload.dtype)[:] = cm.kind_bitvals[kinds]
         _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits, kinds,
                              cm.kind_bitvals.astype(np.uint64), kind_free, run_start, run_len,
-                             run_count, group_fixed, out)
+                             run_count, group_fixed,
+                             bitval_row[:cm.row_bytes].view(out.dtype), out)
     return out.view(np.uint8)

@@ -1,6 +1,7 @@
 """The encoder: a plan, then every row into one condensed buffer."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -51,11 +52,7 @@ def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
 
-    buf = (allocator or _default_allocator)(total * wd.itemsize)
-    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.nbytes < total * wd.itemsize:
-        raise ValueError(f"allocator must return a writable uint8 array of at least "
-                         f"{total * wd.itemsize} bytes")
-    payload = buf[:total * wd.itemsize].view(wd)
+    payload = allocate_payload(allocator, total, wd)
     cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets)
     run_start, run_len, run_count = cm.kind_runs
     for lo, block in row_blocks(byte_rows, block_bytes):
@@ -65,6 +62,44 @@ def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
                              payload)
     cm.compress_seconds = time.perf_counter() - t0
     return cm
+
+
+def allocate_payload(allocator: Allocator | None, words: int, word_dtype) -> np.ndarray:
+    """``words`` words of ``word_dtype`` from ``allocator`` (default: aligned host memory)."""
+    nbytes = words * np.dtype(word_dtype).itemsize
+    buf = (allocator or _default_allocator)(nbytes)
+    if (not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.nbytes < nbytes
+            or not buf.flags.writeable):
+        raise ValueError(f"allocator must return a writable uint8 array of at least {nbytes} "
+                         f"bytes")
+    return buf[:nbytes].view(word_dtype)
+
+
+def tile_rows(cm: CompressedMatrix, num_rows: int, *,
+              allocator: Allocator | None = None) -> CompressedMatrix:
+    """A matrix of ``num_rows`` rows whose row ``i`` is row ``i % N`` of ``cm``.
+
+    A row's encoding depends only on the row and the plan, so this is exactly what compressing
+    the tiled raw matrix under ``cm``'s plan gives, without ever building the raw matrix: the
+    way to scale a real feature set over a large generated graph.
+    """
+    n = cm.num_rows
+    if num_rows < 0 or (n == 0 and num_rows):
+        raise ValueError(f"cannot tile {n} rows into {num_rows}")
+    offsets = cm._offsets(np.arange(n + 1, dtype=np.int64))
+    total = int(offsets[-1])
+    reps, rest = divmod(num_rows, max(n, 1))
+    payload = allocate_payload(allocator, reps * total + int(offsets[rest]), cm.payload.dtype)
+    source = np.asarray(cm.payload)
+    for k in range(reps):
+        payload[k * total:(k + 1) * total] = source
+    payload[reps * total:] = source[:offsets[rest]]
+    rows = np.arange(num_rows + 1, dtype=np.int64)
+    tiled = (rows // max(n, 1)) * total + offsets[rows % max(n, 1)]
+    offset_lo, block_base, shift = split_offsets(tiled)
+    return dataclasses.replace(cm, shape=(num_rows,) + cm.row_shape, payload=payload,
+                               offset_lo=offset_lo, block_base=block_base, offset_shift=shift,
+                               compress_seconds=0.0)
 
 
 def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,

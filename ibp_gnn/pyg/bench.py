@@ -5,9 +5,8 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
-import numpy as np
 import torch
 from torch_geometric.data import Data
 from torch_geometric.sampler import NodeSamplerInput
@@ -15,24 +14,6 @@ from torch_geometric.sampler import NodeSamplerInput
 from .convert import from_data, graph_store_from_data
 from .loader import NeighborLoader
 from .sampler import NeighborSampler
-
-DEFAULT_DATA_DIR = '/work/shared/datasets/normalized'
-
-
-def load_npz_graph(dataset: Union[str, os.PathLike], data_dir: Optional[str] = None) -> Data:
-    """A ``Data`` from a normalized ``.npz`` (arrays ``x``, ``edge_index``, ``y`` and optional
-    masks), given as a path or a name looked up in ``data_dir`` (default: ``$IBP_GNN_DATA`` or
-    the shared dataset folder)."""
-    path = Path(dataset)
-    if not path.suffix:
-        root = data_dir or os.environ.get('IBP_GNN_DATA', DEFAULT_DATA_DIR)
-        path = Path(root) / f'{dataset}.npz'
-    if not path.is_file():
-        raise FileNotFoundError(f"no dataset file {path}")
-    with np.load(path) as arrays:
-        data = Data(**{k: torch.from_numpy(np.array(arrays[k])) for k in arrays.files})
-    return data
-
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-for-bit equality (NaN payloads and -0.0 included)."""
@@ -51,7 +32,7 @@ def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
                  stores: Sequence[str] = ('cpu', 'ibp'), device: Union[str, torch.device] = 'cpu',
                  num_neighbors: Sequence[int] = (25, 10), batch_size: int = 1024,
                  epochs: int = 3, warmup: int = 1, num_workers: int = 0, seed: int = 0,
-                 data_dir: Optional[str] = None, check: bool = True) -> dict:
+                 check: bool = True) -> dict:
     """Measure the sampler alone and a full loader epoch per feature store.
 
     Every epoch visits all training nodes (``train_mask`` when the data has one, else all
@@ -66,7 +47,10 @@ def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
     medians), ``host_bytes``, ``host_bytes_vs_cpu``, ``compression_ratio`` and
     ``build_seconds``.
     """
-    data = dataset if isinstance(dataset, Data) else load_npz_graph(dataset, data_dir)
+    if not isinstance(dataset, Data):
+        from ..datasets import load_dataset
+        dataset = load_dataset(str(dataset)).data
+    data = dataset
     name = 'data' if isinstance(dataset, Data) else Path(dataset).stem
     device = torch.device(device)
     if epochs < 1 or warmup < 0:

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import FeatureStore, TensorAttr
 
+from ..codec import CompressedMatrix
+
 Key = Tuple[Optional[str], str]  # (node type or None, attribute name)
 
 
@@ -148,17 +150,31 @@ class NodeFeatureStore(FeatureStore):
                                            and attr.index == slice(None)):
             raise ValueError(f"{type(self).__name__} stores whole tensors only: put with "
                              f"index=None (got index={_describe(attr.index)})")
+        if isinstance(tensor, CompressedMatrix):
+            return self._put_compressed(tensor, key)
         t = _input_tensor(tensor)
         if t.dim() == 0:
             raise ValueError(f"attribute {_name(key)} must have shape [N, ...], got a scalar")
-        for (group, name), held in self._held.items():
-            if group == key[0] and name != key[1] and held.num_rows != t.size(0):
-                raise ValueError(
-                    f"attribute {_name(key)} has {t.size(0)} rows but {_name((group, name))} "
-                    f"has {held.num_rows}: attributes of one node type share their rows")
+        self._check_rows(key, t.size(0))
         cpu = t.cpu() if t.device.type != 'cpu' else t
         self._held[key] = self._hold(cpu.contiguous(), key)
         return True
+
+    def _put_compressed(self, cm: CompressedMatrix, key: Key) -> bool:
+        """Hold an already compressed matrix (e.g. from :func:`ibp_gnn.codec.tile_rows`)."""
+        if not hasattr(self, '_hold_compressed'):
+            raise TypeError(f"{type(self).__name__} holds raw tensors; put a tensor, or put "
+                            f"the compressed matrix into an IBPFeatureStore")
+        self._check_rows(key, cm.num_rows)
+        self._held[key] = self._hold_compressed(cm)
+        return True
+
+    def _check_rows(self, key: Key, num_rows: int) -> None:
+        for (group, name), held in self._held.items():
+            if group == key[0] and name != key[1] and held.num_rows != num_rows:
+                raise ValueError(
+                    f"attribute {_name(key)} has {num_rows} rows but {_name((group, name))} "
+                    f"has {held.num_rows}: attributes of one node type share their rows")
 
     def _get_tensor(self, attr: TensorAttr) -> Tensor:
         return self._multi_get_tensor([attr])[0]
@@ -484,15 +500,18 @@ class IBPFeatureStore(NodeFeatureStore):
                 why_raw = f'ratio {cm.ratio:.3f} < {self.min_ratio}'
         if why_raw is not None:
             return self._hold_raw(tensor, why_raw, cm)
+        return self._hold_compressed(cm)
+
+    def _hold_compressed(self, cm) -> HeldTensor:
         info = {'ratio': cm.ratio, 'compress_seconds': cm.compress_seconds}
+        shape, dtype = tuple(cm.shape), cm.torch_dtype
         if not _is_cuda(self.device):
-            return HeldTensor(tuple(tensor.shape), tensor.dtype, cm, host_bytes=cm.host_bytes,
-                              kind='ibp', info=info)
+            return HeldTensor(shape, dtype, cm, host_bytes=cm.host_bytes, kind='ibp', info=info)
         dev = _gpu_module().DeviceCompressedMatrix(cm, self.device, location=self.location)
         # Offsets, mask and bitval always go to the device; the payload only for 'device'.
         # The device matrix keeps the host copy referenced in both cases.
         side = cm.host_bytes - cm.payload_bytes
-        return HeldTensor(tuple(tensor.shape), tensor.dtype, dev, host_bytes=cm.host_bytes,
+        return HeldTensor(shape, dtype, dev, host_bytes=cm.host_bytes,
                           device_bytes=cm.host_bytes if self.location == 'device' else side,
                           kind=f'ibp-{self.location}', info=info)
 
