@@ -218,8 +218,7 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
         for u in range(units):
             out[i, u] = bitval_row[u]
         pos = start + header  # next stream word to read
-        used = 0              # bits of word pos already consumed (64-bit chunks)
-        buf = _U0             # pending stream bits, most significant first (32-bit chunks)
+        buf = _U0             # pending stream bits, most significant first
         nbuf = 0
         for h in range(header):
             c0 = h * w
@@ -232,38 +231,28 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
                 k = kinds[c]
                 packed = (hword >> np.uint64(b)) & _U1
                 length = kind_free[k] if packed else w
-                if w == 32:
-                    # 32-bit words stream through a 64-bit buffer, most significant bits
-                    # first: one refill test per chunk instead of a straddle case
-                    if nbuf < length:
-                        buf |= np.uint64(payload[pos]) << np.uint64(32 - nbuf)
-                        pos += 1
-                        nbuf += 32
-                    v = buf >> np.uint64(64 - length)
-                    buf = buf << np.uint64(length)
+                if nbuf >= length:
+                    v = buf >> np.uint64(64 - length) if length else _U0
+                    buf = _shl(buf, length)
                     nbuf -= length
-                else:
-                    avail = w - used
-                    cur = np.uint64(payload[pos]) & _low(avail)
-                    if length < avail:
-                        v = cur >> np.uint64(avail - length)
-                        used += length
-                    else:
-                        need = length - avail
-                        pos += 1
-                        if need > 0:
-                            v = (_shl(cur, need)
-                                 | (np.uint64(payload[pos]) >> np.uint64(w - need)))
-                        else:
-                            v = cur
-                        used = need
+                else:  # the chunk continues in the next stream word
+                    word = np.uint64(payload[pos]) << np.uint64(64 - w)
+                    pos += 1
+                    need = length - nbuf
+                    v = (buf >> np.uint64(64 - length)) | (word >> np.uint64(64 - need))
+                    buf = _shl(word, need)
+                    nbuf = w - need
                 if packed:
-                    x = kind_bitvals[k]
-                    for r in range(run_count[k] - 1, -1, -1):
-                        rl = run_len[k, r]
-                        x |= _shl(v & _low(rl), run_start[k, r])
-                        v = _shr(v, rl)
-                    v = x
+                    runs = run_count[k]
+                    if runs == 1:  # the usual float layout: free bits are the low mantissa
+                        v = kind_bitvals[k] | (v << np.uint64(run_start[k, 0]))
+                    else:  # several runs: none is 64 bits long, so plain shifts are safe
+                        x = kind_bitvals[k]
+                        for r in range(runs - 1, -1, -1):
+                            rl = np.uint64(run_len[k, r])
+                            x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[k, r])
+                            v >>= rl
+                        v = x
                 _store_chunk(out, i, c, v, pieces, unit_bits)
 
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The CPU numbers quoted in README.md: codec benchmark over the shared datasets, loader
+# benchmark, and the main job. Writes bench/results/cpu-<date>.txt (and the main job's JSON).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+data=${IBP_GNN_DATA:-../shared/datasets}
+day=$(date +%Y%m%d)
+out=bench/results/cpu-$day.txt
+mkdir -p bench/results
+{
+  echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores, $(python3 -c 'import torch; print("torch", torch.__version__)')"
+  echo "\$ ibp-gnn bench codec $data/normalized/*.npz $data/derived/*.npz"
+  ibp-gnn bench codec "$data"/normalized/*.npz "$data"/derived/*.npz
+  echo
+  echo "\$ ibp-gnn bench loader amazon_computers coauthor_cs --repeats 5"
+  ibp-gnn bench loader amazon_computers coauthor_cs --repeats 5
+  echo
+  echo "\$ python examples/train_graphsage.py --config configs/default.yaml --out bench/results/cpu-default-$day.json --plot bench/results/cpu-default-$day.png"
+  python examples/train_graphsage.py --config configs/default.yaml \
+      --out "bench/results/cpu-default-$day.json" --plot "bench/results/cpu-default-$day.png"
+} 2>&1 | tee "$out"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Copies the normalized feature matrices into .data/ (git-ignored) so a remote GPU machine that
+# only receives this working tree has them; scripts/device_check.sh uses .data/ when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=${1:-../shared/datasets}
+mkdir -p .data/normalized .data/derived
+cp "$src"/normalized/*.npz .data/normalized/
+cp "$src"/derived/*.npz .data/derived/ 2>/dev/null || true
+du -sh .data
