@@ -10,6 +10,9 @@ out=bench/results/cpu-$day.txt
 mkdir -p bench/results
 {
   echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores, $(python3 -c 'import torch; print("torch", torch.__version__)')"
+  echo "\$ python scripts/space_table.py $data/normalized/*.npz $data/derived/*.npz"
+  python scripts/space_table.py "$data"/normalized/*.npz "$data"/derived/*.npz
+  echo
   echo "\$ ibp-gnn bench codec $data/normalized/*.npz $data/derived/*.npz"
   ibp-gnn bench codec "$data"/normalized/*.npz "$data"/derived/*.npz
   echo

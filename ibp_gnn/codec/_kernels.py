@@ -53,7 +53,7 @@ def byte_histogram(words, hist):
             for b in range(8):
                 v = (w >> np.uint64(8 * b)) & np.uint64(0xFF)
                 if v != _U0:
-                    hist[v, c * 8 + b] += 1
+                    hist[v, c * 8 + b] += 1.0
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -72,18 +72,19 @@ def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, o
     for t in range(t_count):
         for c in range(num_chunks):
             base_bits[t] += free_bits[t, c]
-    per_row = np.zeros((n, t_count), np.int64)
+    per_row = np.empty((n, t_count), np.int64)
     for i in nb.prange(n):
-        bits = base_bits.copy()
+        for t in range(t_count):  # no allocation inside the parallel loop: it serializes
+            per_row[i, t] = base_bits[t]
         for c in range(num_chunks):
             d = np.uint64(words[i, c]) ^ majority[c]
             if d == _U0:
                 continue
             for t in range(t_count):
                 if d & masks[t, c]:
-                    bits[t] += w - free_bits[t, c]
+                    per_row[i, t] += w - free_bits[t, c]
         for t in range(t_count):
-            stored = header + (bits[t] + w - 1) // w
+            stored = header + (per_row[i, t] + w - 1) // w
             per_row[i, t] = min(stored, num_chunks)
     for i in range(n):
         for t in range(t_count):

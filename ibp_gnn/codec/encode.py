@@ -9,11 +9,11 @@ import numpy as np
 from . import _kernels, dtypes
 from .container import (WORD_DTYPES, Allocator, CompressedMatrix, _default_allocator,
                         column_kinds, split_offsets)
-from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, DEFAULT_THRESHOLDS, Plan,
+from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan,
                    choose_plan, row_blocks)
 
 
-def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
+def compress(x, *, chunk_bits="auto", thresholds=None,
              sample_rows: int | None = DEFAULT_SAMPLE_ROWS, plan: Plan | None = None,
              allocator: Allocator | None = None,
              block_bytes: int = DEFAULT_BLOCK_BYTES) -> CompressedMatrix:
@@ -21,7 +21,8 @@ def compress(x, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
 
     Args:
         chunk_bits: 32, 64 or ``"auto"`` (the width giving the smaller exact size).
-        thresholds: invariance thresholds tried; the one giving the smallest size wins.
+        thresholds: invariance thresholds to score (default: a coarse grid refined around its
+            best); the one giving the smallest size wins.
         sample_rows: plan from this many random rows when ``N`` is larger (``None``: all rows).
         plan: reuse a plan (e.g. from another matrix of the same row layout) instead.
         allocator: ``allocator(nbytes) -> writable uint8 array``; the payload is written into

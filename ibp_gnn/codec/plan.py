@@ -8,9 +8,11 @@ import numpy as np
 from . import _kernels
 from .container import WORD_DTYPES
 
-#: Invariance thresholds tried: a bit joins the mask when at least this fraction of rows agree
-#: on its value. 1.0 keeps only truly invariant bits; 0.5 makes every bit "invariant".
+#: Invariance thresholds tried first: a bit joins the mask when at least this fraction of rows
+#: agree on its value. 1.0 keeps only truly invariant bits; 0.5 makes every bit "invariant".
+#: The best one is then refined on a 0.01 grid between its neighbours.
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
+REFINE_STEP = 0.01
 CHUNK_WIDTHS = (32, 64)
 DEFAULT_SAMPLE_ROWS = 1 << 18
 DEFAULT_BLOCK_BYTES = 64 << 20
@@ -95,11 +97,12 @@ def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) ->
     int64 ``[row_bytes_padded * 8]``, bit ``8 * p + b``. One streaming pass in row blocks."""
     n, rb = byte_rows.shape
     width = -(-rb // 8) * 8
-    hist = np.zeros((256, width), np.int64)
+    # float64 counts are exact up to 2**53 rows and let BLAS turn the table into bit counts
+    hist = np.zeros((256, width), np.float64)
     for _, block in row_blocks(byte_rows, block_bytes):
         _kernels.byte_histogram(block.view(np.uint64), hist)
     # hist[v, p] rows with value v at byte p  ->  rows with bit b set at byte p
-    return (_BYTE_BITS.T @ hist).T.reshape(-1)
+    return np.rint(_BYTE_BITS.T.astype(np.float64) @ hist).astype(np.int64).T.reshape(-1)
 
 
 def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: int,
@@ -115,20 +118,23 @@ def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: in
     return majority.astype(np.uint64), masks.astype(np.uint64)
 
 
-def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=DEFAULT_THRESHOLDS,
+def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                 sample_rows: int | None = DEFAULT_SAMPLE_ROWS, seed: int = 0,
                 block_bytes: int = DEFAULT_BLOCK_BYTES) -> Plan:
     """Pick chunk width and threshold minimising the exact stored size.
 
-    Statistics and sizes come from all rows, or from ``sample_rows`` rows drawn at random when
-    the matrix is larger (the plan only affects the size, never correctness).
+    ``thresholds``: the candidates to score; by default :data:`DEFAULT_THRESHOLDS`, with the
+    best refined on a :data:`REFINE_STEP` grid between its neighbours. Statistics and sizes come
+    from all rows, or from ``sample_rows`` rows drawn at random when the matrix is larger (the
+    plan only affects the size, never correctness).
     """
     n, rb = byte_rows.shape
     widths = CHUNK_WIDTHS if chunk_bits == "auto" else (int(chunk_bits),)
     for w in widths:
         if w not in CHUNK_WIDTHS:
             raise ValueError(f"chunk_bits must be 'auto' or one of {CHUNK_WIDTHS}, got {w!r}")
-    thresholds = tuple(float(t) for t in thresholds)
+    refine = thresholds is None
+    thresholds = DEFAULT_THRESHOLDS if refine else tuple(float(t) for t in thresholds)
     if not thresholds or any(not 0.5 <= t <= 1.0 for t in thresholds):
         raise ValueError(f"thresholds must lie in [0.5, 1.0], got {thresholds}")
     if sample_rows is not None and n > sample_rows:
@@ -137,19 +143,32 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=DEFAULT_
         n = sample_rows
     counts = bit_counts(byte_rows, block_bytes)
 
+    def stored_bytes(w: int, ts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact stored bytes of the rows for every threshold in ``ts``, plus the masks."""
+        c = -(-rb // (w // 8))
+        majority, masks = _candidate_masks(counts, n, w, c, ts)
+        total = np.zeros(len(ts), np.int64)
+        for _, block in row_blocks(byte_rows, block_bytes):
+            _kernels.candidate_words(block.view(WORD_DTYPES[w]), c, w, majority, masks,
+                                     w - popcount(masks), total)
+        return total * (w // 8), majority, masks
+
     best = None
     for w in widths:
-        c = -(-rb // (w // 8))
-        majority, masks = _candidate_masks(counts, n, w, c, thresholds)
-        free = w - popcount(masks)
-        total = np.zeros(len(thresholds), np.int64)
-        for _, block in row_blocks(byte_rows, block_bytes):
-            _kernels.candidate_words(block.view(WORD_DTYPES[w]), c, w, majority, masks, free,
-                                     total)
-        size = total * (w // 8) + 2 * c * (w // 8)   # stored words plus mask and bitval
+        ts = thresholds
+        size, majority, masks = stored_bytes(w, ts)
+        if refine:
+            i = int(np.argmin(size))
+            lo, hi = ts[max(i - 1, 0)], ts[min(i + 1, len(ts) - 1)]
+            grid = np.round(np.arange(lo, hi, REFINE_STEP), 4)
+            extra = tuple(float(t) for t in grid if lo < t < hi and t not in ts)
+            if extra:
+                size2, _, masks2 = stored_bytes(w, extra)
+                ts, size = ts + extra, np.concatenate([size, size2])
+                masks = np.concatenate([masks, masks2])
         t = int(np.argmin(size))
         if best is None or size[t] < best[0]:
             wd = WORD_DTYPES[w]
             best = (size[t], Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd),
-                                  thresholds[t]))
+                                  ts[t]))
     return best[1]
