@@ -29,6 +29,8 @@ def bench_codec(path, *, key: str | None = None, repeats: int = 5, batch_rows: i
     ``batch_rows`` distinct random rows, the shape of a sampled GNN mini-batch's node set.
     """
     x = read_matrix(path, key)
+    if np.ndim(x) < 1:
+        raise ValueError(f"{path}: expected an array of shape [N, ...], got a scalar")
     xt = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     raw_bytes = xt.numel() * xt.element_size()
     compress(xt[:64])  # compile the kernels outside the timed region

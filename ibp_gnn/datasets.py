@@ -384,6 +384,8 @@ def load_npz(path, seed: int = 0, **split) -> GraphDataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: a dataset file must be an .npz holding x, edge_index and y")
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in ("x", "edge_index", "y") if k not in f.files]
         if missing:

@@ -29,7 +29,7 @@ import torch
 
 from .codec import CompressedMatrix
 from .codec import dtypes as _dtypes
-from .codec.encode import build_matrix
+from .codec.encode import build_matrix, raw_layout_pays
 
 ENV_CUDA_DIR = "IBP_GNN_CUDA_DIR"
 ENV_MAX_PINNED = "IBP_GNN_MAX_PINNED_BYTES"
@@ -484,12 +484,14 @@ class DeviceCompressedMatrix:
             self._payload_host = None
             self._payload_dev = _to_device_bytes(payload, self.device)
             self._payload_ptr = self._payload_dev.data_ptr()
-        lo = np.asarray(cm.offset_lo)
+        # a raw layout keeps no offset tables on the host; the kernel reads them from the device
+        lo, block_base, self._offset_shift = cm.offset_tables()
+        lo = np.asarray(lo)
         if lo.dtype not in (np.uint16, np.uint32):
             lo = lo.astype(np.uint32)
         self._offset_bits = lo.dtype.itemsize * 8
         self._offset_lo = _small_to_device(lo, self.device)
-        self._block_base = _small_to_device(cm.block_base.astype(np.uint64, copy=False), self.device)
+        self._block_base = _small_to_device(block_base.astype(np.uint64, copy=False), self.device)
         wd = np.uint32 if ws == 4 else np.uint64
         self._mask = _small_to_device(np.asarray(cm.mask).astype(wd, copy=False), self.device)
         self._bitval = _small_to_device(np.asarray(cm.bitval).astype(wd, copy=False), self.device)
@@ -535,7 +537,7 @@ class DeviceCompressedMatrix:
         warps = self.threads // 32
         grid = _grid(self.device, b, warps, self.threads, self._smem)
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
-                _i32(self.cm.offset_shift), _ptr(self._mask), _ptr(self._bitval),
+                _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
                 _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
                 _i64(self._cap_words))
@@ -710,6 +712,10 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
     torch.cumsum(lengths, 0, out=offsets_dev[1:])
     offsets = offsets_dev.cpu().numpy()
     total = int(offsets[-1])
+    if raw_layout_pays(offsets, c, ws):
+        # the rows are kept raw without offsets: a copy, which the CPU encoder makes as well
+        xc = x.detach().cpu() if isinstance(x, torch.Tensor) else x
+        return cpu_compress(xc, plan=plan, allocator=allocator)
 
     buf = (allocator or _default_allocator)(total * ws)
     if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.nbytes < total * ws:

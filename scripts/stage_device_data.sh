@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Copies the normalized feature matrices into .data/ (git-ignored) so a remote GPU machine that
-# only receives this working tree has them; scripts/device_check.sh uses .data/ when present.
+# Copies the normalized feature matrices into .data/ (git-ignored), for a GPU machine that has
+# only this checkout and not ../shared; scripts/device_check.sh uses .data/ when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-../shared/datasets}

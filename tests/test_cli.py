@@ -94,3 +94,35 @@ def test_console_script_runs(npz):
     out = subprocess.run([sys.executable, "-m", "ibp_gnn.cli", "inspect", str(path), "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["rows"] == 300
+
+
+def test_user_mistakes_are_errors_not_tracebacks(npz, tmp_path, capsys):
+    path, x = npz
+    assert main(["compress", str(path), str(tmp_path)]) == 2  # output is a directory
+    assert "is a directory" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.tmp"))
+    np.save(tmp_path / "scalar.npy", np.float32(1))
+    assert main(["bench", "codec", str(tmp_path / "scalar.npy")]) == 2
+    np.save(tmp_path / "be.npy", x.astype(">f4"))
+    assert main(["inspect", str(tmp_path / "be.npy")]) == 2
+    assert "big-endian" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "codec", "--repeats", "0", str(path)])
+
+
+def test_malformed_store_header_is_a_store_error(npz, tmp_path, capsys):
+    import struct
+    import zlib
+    path, _ = npz
+    store = tmp_path / "s.ibp"
+    main(["compress", str(path), str(store)])
+    raw = bytearray(store.read_bytes())
+    head_len = struct.unpack_from("<I", raw, 12)[0]
+    header = json.loads(raw[16:16 + head_len])
+    header["sections"]["payload"]["offset"] = -4096
+    head = json.dumps(header).encode().ljust(head_len)
+    raw[16:16 + head_len] = head
+    raw[16 + head_len:20 + head_len] = struct.pack("<I", zlib.crc32(head))
+    store.write_bytes(bytes(raw))
+    assert main(["verify", str(store)]) == 1
+    assert "malformed header" in capsys.readouterr().err

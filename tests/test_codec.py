@@ -4,12 +4,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ibp_gnn.codec import SUPPORTED_DTYPES, compress, tile_rows
+from ibp_gnn.codec import SUPPORTED_DTYPES, compress, load, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
 from ibp_gnn.codec.plan import Plan
 
 from conftest import assert_bits_equal
-from reference_codec import encode as reference_encode
+from ibp_gnn.codec.container import split_offsets
+from reference_codec import chunk_values, encode as reference_encode
 
 FLOAT_SPECIALS = {
     "float32": [0x7FC00000, 0x7FC00001, 0xFFFFFFFF, 0x7F800001, 0x80000000, 0x00000000,
@@ -75,16 +76,27 @@ def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_b
     # the payload is exactly what a straightforward reading of the format produces
     byte_rows, _, _ = as_byte_rows(x)
     expected = reference_encode(byte_rows, cm.mask, cm.bitval, cm.chunk_bits)
+    wb = cm.chunk_bits // 8
+    offsets = np.cumsum([0] + [len(w) for w in expected])
+    lo, base, _ = split_offsets(offsets)
+    # the whole matrix is kept raw exactly when the encoded rows and their offsets do not pay
+    raw_layout = rows > 0 and offsets[-1] * wb + lo.nbytes + base.nbytes >= (
+        rows * cm.num_chunks * wb)
+    assert cm.raw_layout == raw_layout
+    if raw_layout:
+        expected = [chunk_values(bytes(r), cm.chunk_bits) for r in byte_rows]
+        index_bytes = 0
+    else:
+        index_bytes = (cm.offset_lo.itemsize * (rows + 1)
+                       + 8 * ((rows >> cm.offset_shift) + 1))
     starts, ends = cm.row_offsets()
     for i, words in enumerate(expected):
         assert [int(v) for v in cm.payload[starts[i]:ends[i]]] == words, f"row {i}"
-    wb = cm.chunk_bits // 8
     assert cm.payload_bytes == sum(len(w) for w in expected) * wb
     kinds = {(int(m), int(v)) for m, v in zip(cm.mask, cm.bitval)}
     assert cm.num_kinds == len(kinds)
     kind_bits = next(b for b in (0, 1, 2, 4, 8, 16, 32) if 2**b >= len(kinds))
-    assert cm.host_bytes == (cm.payload_bytes + cm.offset_lo.itemsize * (rows + 1)
-                             + 8 * ((rows >> cm.offset_shift) + 1) + 2 * len(kinds) * wb
+    assert cm.host_bytes == (cm.payload_bytes + index_bytes + 2 * len(kinds) * wb
                              + 4 * -(-cm.num_chunks * kind_bits // 32))
     assert cm.rows_raw == sum(len(w) == cm.num_chunks for w in expected)
 
@@ -119,11 +131,24 @@ def test_sparse_rows_compress_and_dense_random_rows_stay_raw():
     rng = np.random.default_rng(0)
     sparse = (rng.random((500, 512)) < 0.01).astype(np.float32)
     cm = compress(sparse)
-    assert cm.ratio > 10 and cm.rows_raw == 0
+    assert cm.ratio > 10 and cm.rows_raw == 0 and not cm.raw_layout
     noise = rng.integers(0, 2**32, (100, 64), dtype=np.uint32)
     cm = compress(noise)
-    assert cm.rows_raw == 100
-    assert cm.payload_bytes == noise.nbytes
+    assert cm.rows_raw == 100 and cm.raw_layout
+    assert cm.payload_bytes == noise.nbytes and cm.index_bytes == 0
+    assert cm.ratio > 0.99
+
+
+def test_rows_too_narrow_to_encode_are_kept_raw_without_offsets(tmp_path):
+    x = (np.random.default_rng(0).random((10000, 4)) < 0.05).astype(np.int8)
+    cm = compress(x)  # one 32-bit chunk per row: a header word alone is as large as the row
+    assert cm.raw_layout and cm.host_bytes <= x.nbytes + 64
+    assert_bits_equal(cm.decode([9999, 3]), torch.from_numpy(x[[9999, 3]]))
+    lo, base, shift = cm.offset_tables()
+    assert lo.shape == (10001,)
+    cm.save(tmp_path / "n.ibp")
+    assert_bits_equal(load(tmp_path / "n.ibp").decode(), torch.from_numpy(x))
+    assert_bits_equal(tile_rows(cm, 25000).decode([24999]), torch.from_numpy(x[[4999]]))
 
 
 def test_odd_widths_use_64_bit_chunks_when_they_pay():
@@ -215,7 +240,8 @@ def test_block_processing_matches_single_block():
 
 
 def test_offsets_split_into_blocks():
-    x = (torch.rand(70000, 1) < 0.5).to(torch.uint8)  # more rows than one offset block
+    x = torch.zeros(70000, 8)  # more rows than one offset block, one header word each
+    x[69999, 3] = 1.0
     cm = compress(x)
     assert cm.offset_lo.dtype == np.uint16
     assert cm.offset_shift == 16 and cm.block_base.shape == (2,)
@@ -223,8 +249,9 @@ def test_offsets_split_into_blocks():
 
 
 def test_long_rows_get_32_bit_offsets():
-    x = np.random.default_rng(0).integers(0, 2**32, (40, 5000), dtype=np.uint32)
-    cm = compress(x)  # raw rows of 5000 words: 16 of them overflow 16-bit offsets
+    x = (1 + np.random.default_rng(0).random((40, 16000)) / 2).astype(np.float32)
+    cm = compress(x)  # encoded rows of ~5,600 words: 16 of them overflow 16-bit offsets
+    assert not cm.raw_layout
     assert cm.offset_lo.dtype == np.uint32
     assert_bits_equal(cm.decode([39, 0]), torch.from_numpy(x[[39, 0]]))
 

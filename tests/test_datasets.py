@@ -184,3 +184,10 @@ def test_pyg_planetoid_offline(tmp_path, monkeypatch):
     assert torch.equal(ds.data.x, ref.data.x)
     assert torch.equal(ds.data.train_mask, ref.data.train_mask)
     assert (tmp_path / "pyg" / "Planetoid" / "Cora" / "processed").is_dir()
+
+
+def test_non_npz_dataset_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "features.npy"
+    np.save(path, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="must be an .npz"):
+        load_dataset(str(path))

@@ -247,6 +247,7 @@ def test_payload_used_in_place_when_pinned():
 
 def _same_container(a, b):
     assert a.shape == b.shape and a.dtype == b.dtype and a.chunk_bits == b.chunk_bits
+    assert a.raw_layout == b.raw_layout
     for f in ("payload", "offset_lo", "block_base", "mask", "bitval"):
         x, y = getattr(a, f), getattr(b, f)
         assert x.dtype == y.dtype, f

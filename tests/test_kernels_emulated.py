@@ -170,12 +170,13 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     b = len(idx)
     out = np.full((b, cm.row_bytes), 0x5A, np.uint8)
     ityp = "i32" if idx.dtype == np.int32 else "i64"
-    otyp = "o16" if cm.offset_lo.dtype == np.uint16 else "o32"
+    offset_lo, block_base, offset_shift = cm.offset_tables()
+    otyp = "o16" if offset_lo.dtype == np.uint16 else "o32"
     fn = getattr(lib, f"emu_ibp_decode_w{cm.chunk_bits}_{ityp}_{otyp}")
     # keep every array referenced while the kernel runs (cm.mask is computed on access)
     payload, lo, base, mask, bitval = (np.ascontiguousarray(a) for a in (
-        cm.payload, cm.offset_lo, cm.block_base, cm.mask, cm.bitval))
-    fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(cm.offset_shift), _p(mask),
+        cm.payload, offset_lo, block_base, cm.mask, cm.bitval))
+    fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
        L(max(32, cap_bytes // ws)))
@@ -250,7 +251,7 @@ def test_emulated_cases_cover_the_format():
         for w in (32, 64):
             cm = compress(x, chunk_bits=w)
             kinds |= {bool(f) for f in cm.raw_flags}
-            offsets.add(cm.offset_lo.dtype)
+            offsets.add(cm.offset_tables()[0].dtype)
             enc = cm.row_words[~cm.raw_flags]
             long_rows |= bool(len(enc) and enc.max() * w // 8 > 2048)
     assert kinds == {True, False}

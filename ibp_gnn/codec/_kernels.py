@@ -61,7 +61,8 @@ def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, o
     """Exact stored words of every row under every candidate mask.
 
     ``words``: ``[n, >= C]`` chunks (uint32 or uint64); ``majority``: ``[C]`` usual bit values;
-    ``masks``: ``[T, C]`` nested candidate masks; ``free_bits``: ``[T, C]``. Adds to ``out[T]``
+    ``masks``: ``[T, C]`` candidate masks, each a subset of the one before (thresholds
+    ascending); ``free_bits``: ``[T, C]``. Adds to ``out[T]``
     the total stored words (header + stream, or ``C`` for rows stored raw).
     """
     n = words.shape[0]
@@ -80,9 +81,12 @@ def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, o
             d = np.uint64(words[i, c]) ^ majority[c]
             if d == _U0:
                 continue
+            # masks shrink as the threshold grows, so a chunk that matches one threshold
+            # matches every later one: stop at the first match
             for t in range(t_count):
-                if d & masks[t, c]:
-                    per_row[i, t] += w - free_bits[t, c]
+                if not (d & masks[t, c]):
+                    break
+                per_row[i, t] += w - free_bits[t, c]
         for t in range(t_count):
             stored = header + (per_row[i, t] + w - 1) // w
             per_row[i, t] = min(stored, num_chunks)

@@ -116,6 +116,9 @@ class CompressedMatrix:
         offset_lo: uint16/uint32 ``[N + 1]``; block_base: uint64 ``[(N >> offset_shift) + 1]``:
             row ``i`` starts at word ``block_base[i >> offset_shift] + offset_lo[i]``.
         threshold: the invariance threshold the masks were chosen with (information only).
+        raw_layout: every row is stored raw and the offsets are implicit (row ``i`` is words
+            ``[i * C, (i + 1) * C)``; ``offset_lo`` and ``block_base`` are empty): what the
+            encoder keeps when compression would not pay for the whole matrix.
     """
 
     shape: tuple
@@ -130,6 +133,7 @@ class CompressedMatrix:
     block_base: np.ndarray
     offset_shift: int
     threshold: float = 1.0
+    raw_layout: bool = False
     compress_seconds: float = field(default=0.0, compare=False)
 
     # -- geometry ---------------------------------------------------------------------------
@@ -202,14 +206,23 @@ class CompressedMatrix:
 
     @property
     def ratio(self) -> float:
-        return self.raw_bytes / self.host_bytes if self.host_bytes else 1.0
+        return self.raw_bytes / self.host_bytes if self.raw_bytes else 1.0
 
     def row_offsets(self, index=None) -> tuple[np.ndarray, np.ndarray]:
         """Word range ``[start, end)`` of each requested row in ``payload`` (int64 arrays)."""
         idx = as_index(index, self.num_rows)
         return self._offsets(idx), self._offsets(idx + 1)
 
+    def offset_tables(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(offset_lo, block_base, offset_shift)``, built for a raw layout (for decoders that
+        always read offsets, such as the GPU kernel; the arrays are not kept)."""
+        if not self.raw_layout:
+            return self.offset_lo, self.block_base, self.offset_shift
+        return split_offsets(np.arange(self.num_rows + 1, dtype=np.int64) * self.num_chunks)
+
     def _offsets(self, idx: np.ndarray) -> np.ndarray:
+        if self.raw_layout:
+            return idx.astype(np.int64) * self.num_chunks
         return (self.block_base[idx >> self.offset_shift].astype(np.int64)
                 + self.offset_lo[idx].astype(np.int64))
 
@@ -271,6 +284,7 @@ class CompressedMatrix:
             "chunk_bits": self.chunk_bits,
             "column_kinds": self.num_kinds,
             "threshold": self.threshold,
+            "raw_layout": self.raw_layout,
             "rows_raw": self.rows_raw,
             "compress_seconds": self.compress_seconds,
         }

@@ -31,9 +31,13 @@ def dtype_name(dtype) -> str:
         name = _BY_TORCH.get(dtype)
     else:
         try:
-            name = _BY_NUMPY.get(np.dtype(dtype))
+            dt = np.dtype(dtype)
         except TypeError:
-            name = None
+            dt = None
+        if dt is not None and dt.byteorder == ">" and dt.newbyteorder("=") in _BY_NUMPY:
+            raise TypeError(f"big-endian {dt} is not supported: convert it first, e.g. "
+                            f"x.astype(x.dtype.newbyteorder('='))")
+        name = _BY_NUMPY.get(dt) if dt is not None else None
     if name is None:
         raise TypeError(
             f"unsupported dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")

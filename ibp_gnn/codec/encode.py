@@ -51,10 +51,11 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
         _kernels.row_words(block.view(wd), c, w, mask, bitval, free, lengths[lo:lo + len(block)])
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
-
-    payload = allocate_payload(allocator, total, wd)
-    cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets)
+    raw = raw_layout_pays(offsets, c, wd.itemsize)
+    if raw:  # every row "encodes" to its raw words: the encoder below copies them
+        offsets = np.arange(n + 1, dtype=np.int64) * c
+    payload = allocate_payload(allocator, int(offsets[-1]), wd)
+    cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets, raw_layout=raw)
     run_start, run_len, run_count = cm.kind_runs
     for lo, block in row_blocks(byte_rows, block_bytes):
         _kernels.encode_rows(block.view(wd), c, w, cm.column_kind_ids(),
@@ -95,6 +96,9 @@ def tile_rows(cm: CompressedMatrix, num_rows: int, *,
     for k in range(reps):
         payload[k * total:(k + 1) * total] = source
     payload[reps * total:] = source[:offsets[rest]]
+    if cm.raw_layout:
+        return dataclasses.replace(cm, shape=(num_rows,) + cm.row_shape, payload=payload,
+                                   compress_seconds=0.0)
     rows = np.arange(num_rows + 1, dtype=np.int64)
     tiled = (rows // max(n, 1)) * total + offsets[rows % max(n, 1)]
     offset_lo, block_base, shift = split_offsets(tiled)
@@ -103,14 +107,31 @@ def tile_rows(cm: CompressedMatrix, num_rows: int, *,
                                compress_seconds=0.0)
 
 
+def raw_layout_pays(offsets: np.ndarray, num_chunks: int, word_bytes: int) -> bool:
+    """Whether rows encoded at these absolute word offsets ``[N + 1]``, with their offset
+    tables, would take at least as much memory as all rows raw with implicit offsets."""
+    n = len(offsets) - 1
+    if n <= 0:
+        return False
+    lo, base, _ = split_offsets(offsets)
+    return int(offsets[-1]) * word_bytes + lo.nbytes + base.nbytes >= n * num_chunks * word_bytes
+
+
 def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
-                 offsets: np.ndarray, compress_seconds: float = 0.0) -> CompressedMatrix:
+                 offsets: np.ndarray, compress_seconds: float = 0.0, *,
+                 raw_layout: bool = False) -> CompressedMatrix:
     """The container for rows encoded under ``plan``: ``payload`` words and absolute int64 row
-    offsets ``[N + 1]`` (for encoders other than :func:`compress`, e.g. on a GPU)."""
-    kind_masks, kind_bitvals, packed_kinds, kind_bits = column_kinds(plan.mask, plan.bitval)
-    offset_lo, block_base, shift = split_offsets(offsets)
+    offsets ``[N + 1]`` (for encoders other than :func:`compress`, e.g. on a GPU). With
+    ``raw_layout`` the payload holds every row raw and no offset tables are kept."""
+    mask, bitval = plan.mask, plan.bitval
+    if raw_layout:  # no chunk is decoded through a mask: keep one empty kind
+        mask, bitval = np.zeros_like(mask), np.zeros_like(bitval)
+        offset_lo, block_base, shift = np.zeros(0, np.uint16), np.zeros(0, np.uint64), 0
+    else:
+        offset_lo, block_base, shift = split_offsets(offsets)
+    kind_masks, kind_bitvals, packed_kinds, kind_bits = column_kinds(mask, bitval)
     return CompressedMatrix(
         shape=tuple(shape), dtype=dtype, chunk_bits=plan.chunk_bits, kind_masks=kind_masks,
         kind_bitvals=kind_bitvals, column_kinds=packed_kinds, kind_bits=kind_bits,
         payload=payload, offset_lo=offset_lo, block_base=block_base, offset_shift=shift,
-        threshold=plan.threshold, compress_seconds=compress_seconds)
+        threshold=plan.threshold, raw_layout=raw_layout, compress_seconds=compress_seconds)

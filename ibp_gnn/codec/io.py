@@ -44,7 +44,8 @@ def save(cm: CompressedMatrix, path) -> None:
     arrays = {name: np.ascontiguousarray(getattr(cm, name)) for name in _SECTIONS}
     header = {
         "shape": [int(s) for s in cm.shape], "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
-        "offset_shift": cm.offset_shift, "kind_bits": cm.kind_bits, "threshold": cm.threshold, "sections": {},
+        "offset_shift": cm.offset_shift, "kind_bits": cm.kind_bits,
+        "raw_layout": cm.raw_layout, "threshold": cm.threshold, "sections": {},
     }
     # section offsets depend on the header length, which depends on the offsets: fix the
     # header size first with generous placeholders, then fill in the real values
@@ -61,16 +62,22 @@ def save(cm: CompressedMatrix, path) -> None:
         offset = -(-end // SECTION_ALIGNMENT) * SECTION_ALIGNMENT
     header["file_bytes"] = end
     head = json.dumps(header).encode().ljust(head_len)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
-        f.write(head)
-        f.write(struct.pack("<I", zlib.crc32(head)))
-        for name, arr in arrays.items():
-            f.seek(header["sections"][name]["offset"])
-            f.write(arr.reshape(-1).view(np.uint8).data)
-        f.truncate(end)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
+            f.write(head)
+            f.write(struct.pack("<I", zlib.crc32(head)))
+            for name, arr in arrays.items():
+                f.seek(header["sections"][name]["offset"])
+                f.write(arr.reshape(-1).view(np.uint8).data)
+            f.truncate(end)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path, *, mmap: bool = True) -> CompressedMatrix:
@@ -99,9 +106,10 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
             header = json.loads(head)
         except ValueError as e:
             raise StoreFileError(f"{path}: unreadable header: {e}") from None
-    if size != header.get("file_bytes"):
+    _check_header(header, path)
+    if size != header["file_bytes"]:
         raise StoreFileError(f"{path}: truncated or extended: {size} bytes, the header says "
-                             f"{header.get('file_bytes')}")
+                             f"{header['file_bytes']}")
     arrays = {}
     for name in _SECTIONS:
         sec = header["sections"][name]
@@ -123,10 +131,43 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
         arrays[name] = arr.reshape(sec["shape"])
     cm = CompressedMatrix(shape=tuple(header["shape"]), dtype=header["dtype"],
                           chunk_bits=header["chunk_bits"], offset_shift=header["offset_shift"],
-                          kind_bits=header["kind_bits"],
-                          threshold=header.get("threshold", 1.0), **arrays)
+                          kind_bits=header["kind_bits"], raw_layout=header["raw_layout"],
+                          threshold=header["threshold"], **arrays)
     validate(cm, str(path))
     return cm
+
+
+_SECTION_DTYPES = {"<u2", "<u4", "<u8"}
+
+
+def _check_header(header, path) -> None:
+    """Types and ranges of every header field, so a malformed header is reported as such."""
+    def fail(msg):
+        raise StoreFileError(f"{path}: malformed header: {msg}")
+
+    def is_int(v, lo=0):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    if not isinstance(header, dict):
+        fail("not an object")
+    fields = {"shape": list, "dtype": str, "chunk_bits": int, "offset_shift": int,
+              "kind_bits": int, "raw_layout": bool, "threshold": (int, float),
+              "file_bytes": int, "sections": dict}
+    for key, kind in fields.items():
+        if not isinstance(header.get(key), kind):
+            fail(f"field {key!r} is missing or has the wrong type")
+    if not header["shape"] or not all(is_int(d) for d in header["shape"]):
+        fail(f"shape {header['shape']}")
+    for name in _SECTIONS:
+        sec = header["sections"].get(name)
+        if not isinstance(sec, dict):
+            fail(f"section {name!r} is missing")
+        if (sec.get("dtype") not in _SECTION_DTYPES or not isinstance(sec.get("shape"), list)
+                or len(sec["shape"]) != 1 or not is_int(sec["shape"][0])
+                or not all(is_int(sec.get(k)) for k in ("offset", "nbytes", "crc32"))):
+            fail(f"section {name!r}: {sec}")
+        if sec["nbytes"] != sec["shape"][0] * np.dtype(sec["dtype"]).itemsize:
+            fail(f"section {name!r}: {sec['nbytes']} bytes do not hold shape {sec['shape']}")
 
 
 def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
@@ -146,10 +187,11 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail(f"kind_bits {cm.kind_bits}")
     k = cm.kind_masks.shape[0] if cm.kind_masks.ndim == 1 else -1
     kind_words = 0 if cm.kind_bits == 0 else -(-c * cm.kind_bits // 32)
+    tables = 0 if cm.raw_layout else 1
     expect = {"kind_masks": ((k,), wd), "kind_bitvals": ((k,), wd),
               "column_kinds": ((kind_words,), np.dtype(np.uint32)), "payload": (None, wd),
-              "offset_lo": ((n + 1,), None),
-              "block_base": (((n >> cm.offset_shift) + 1,), np.dtype(np.uint64))}
+              "offset_lo": (((n + 1) * tables,), None),
+              "block_base": ((((n >> cm.offset_shift) + 1) * tables,), np.dtype(np.uint64))}
     for name, (shape, dt) in expect.items():
         arr = getattr(cm, name)
         ok_dtype = arr.dtype in (np.uint16, np.uint32) if dt is None else arr.dtype == dt
@@ -159,6 +201,10 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail(f"column kinds refer to kinds beyond the {k} stored")
     if np.any(cm.kind_bitvals & ~cm.kind_masks):
         fail("bitval has bits outside mask")
+    if cm.raw_layout:
+        if cm.payload.size != n * c:
+            fail(f"raw layout of {n} rows x {c} words, payload has {cm.payload.size} words")
+        return
     offsets = cm._offsets(np.arange(n + 1, dtype=np.int64))
     lengths = np.diff(offsets)
     if offsets[0] != 0 or (n and (lengths.min() < 0 or lengths.max() > c)):

@@ -134,7 +134,7 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
         if w not in CHUNK_WIDTHS:
             raise ValueError(f"chunk_bits must be 'auto' or one of {CHUNK_WIDTHS}, got {w!r}")
     refine = thresholds is None
-    thresholds = DEFAULT_THRESHOLDS if refine else tuple(float(t) for t in thresholds)
+    thresholds = DEFAULT_THRESHOLDS if refine else tuple(sorted(float(t) for t in thresholds))
     if not thresholds or any(not 0.5 <= t <= 1.0 for t in thresholds):
         raise ValueError(f"thresholds must lie in [0.5, 1.0], got {thresholds}")
     if sample_rows is not None and n > sample_rows:
@@ -153,22 +153,19 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                                      w - popcount(masks), total)
         return total * (w // 8), majority, masks
 
-    best = None
-    for w in widths:
-        ts = thresholds
+    def best_of(w, ts):
         size, majority, masks = stored_bytes(w, ts)
-        if refine:
-            i = int(np.argmin(size))
-            lo, hi = ts[max(i - 1, 0)], ts[min(i + 1, len(ts) - 1)]
-            grid = np.round(np.arange(lo, hi, REFINE_STEP), 4)
-            extra = tuple(float(t) for t in grid if lo < t < hi and t not in ts)
-            if extra:
-                size2, _, masks2 = stored_bytes(w, extra)
-                ts, size = ts + extra, np.concatenate([size, size2])
-                masks = np.concatenate([masks, masks2])
         t = int(np.argmin(size))
-        if best is None or size[t] < best[0]:
-            wd = WORD_DTYPES[w]
-            best = (size[t], Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd),
-                                  ts[t]))
-    return best[1]
+        wd = WORD_DTYPES[w]
+        return size[t], t, Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd), ts[t])
+
+    size, t, plan = min((best_of(w, thresholds) for w in widths), key=lambda r: r[0])
+    if refine:  # finer thresholds between the best one's neighbours, same chunk width
+        lo, hi = thresholds[max(t - 1, 0)], thresholds[min(t + 1, len(thresholds) - 1)]
+        grid = np.round(np.arange(lo, hi, REFINE_STEP), 4)
+        extra = tuple(float(v) for v in grid if lo < v < hi and v not in thresholds)
+        if extra:
+            size2, _, plan2 = best_of(plan.chunk_bits, extra)
+            if size2 < size:
+                plan = plan2
+    return plan

@@ -143,11 +143,11 @@ def format_bench(result: dict) -> str:
         f"sampler: {result['sampler']['edges_per_second'] / 1e6:.2f} M edges/s "
         f"({result['sampler']['epoch_seconds_median']:.3f} s/epoch, "
         f"{result['sampler']['edges_per_epoch_median']} edges)",
-        f"{'store':6s} {'s/epoch':>9s} {'vs cpu':>7s} {'host MiB':>9s} {'vs cpu':>7s} "
+        f"{'store':6s} {'s/epoch':>9s} {'time/cpu':>8s} {'host MiB':>9s} {'mem/cpu':>7s} "
         f"{'ratio':>6s}",
     ]
     for store, r in result['stores'].items():
-        lines.append(f"{store:6s} {r['epoch_seconds_median']:9.3f} {r['time_vs_cpu']:7.2f} "
+        lines.append(f"{store:6s} {r['epoch_seconds_median']:9.3f} {r['time_vs_cpu']:8.2f} "
                      f"{r['host_bytes'] / 2**20:9.1f} {r['host_bytes_vs_cpu']:7.3f} "
                      f"{r['compression_ratio']:6.2f}")
     return '\n'.join(lines)
