@@ -341,10 +341,11 @@ class StoreRun:
         stats, sums = train_epoch(self.model, self.optimizer, self.loader, self.device,
                                   f"{self.store} epoch {epoch}")
         stats["epoch"] = epoch
-        stats["warmup"] = epoch == 1
+        # with a single epoch there is nothing to exclude: it is timed like the others
+        stats["warmup"] = epoch == 1 and int(self.config["epochs"]) > 1
         self.epochs.append(stats)
         self.checksums.append(sums)
-        print(f"[{self.store}] epoch {epoch:02d}{' (warm-up)' if epoch == 1 else ''}: "
+        print(f"[{self.store}] epoch {epoch:02d}{' (warm-up)' if stats['warmup'] else ''}: "
               f"time {stats['time_s']:.3f} s, loader {stats['loader_s']:.3f} s, "
               f"loss {stats['loss']:.4f}, train acc {stats['train_acc']:.4f}")
 
@@ -356,7 +357,7 @@ class StoreRun:
         test_acc = evaluate(self.model, test_loader, self.device)
         eval_s = time.perf_counter() - t0
         epochs = self.epochs
-        timed = [e for e in epochs if not e["warmup"]] or epochs
+        timed = [e for e in epochs if not e["warmup"]]
         result = {
             "store": self.store,
             "build_s": self.build_s,
