@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import CompressedMatrix, load
+from .codec import load
 from .codec.io import MAGIC
 
 
@@ -41,4 +41,4 @@ def read_compressed_or_matrix(path, key: str | None = None):
     return read_matrix(path, key)
 
 
-__all__ = ["CompressedMatrix", "is_store_file", "read_compressed_or_matrix", "read_matrix"]
+__all__ = ["is_store_file", "read_compressed_or_matrix", "read_matrix"]
