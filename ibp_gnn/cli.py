@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .codec import CompressedMatrix, compress
+from .codec.dtypes import tensor_bytes
 from .codec.io import StoreFileError
 from .matrix_io import read_compressed_or_matrix, read_matrix
 
@@ -72,12 +73,6 @@ def _row_batches(num_rows: int, row_bytes: int, budget: int = 64 << 20):
         yield lo, min(num_rows, lo + step)
 
 
-def _bits(t: torch.Tensor) -> np.ndarray:
-    """Bytes of a CPU tensor, whatever its dtype (bit-exact comparison, NaN payloads included)."""
-    t = t.contiguous()
-    return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
-
-
 def cmd_verify(args) -> int:
     t0 = time.perf_counter()
     try:
@@ -98,8 +93,8 @@ def cmd_verify(args) -> int:
     for lo, hi in _row_batches(cm.num_rows, cm.row_bytes):
         rows = cm.decode(slice(lo, hi))
         if ref is not None:
-            got = _bits(rows).reshape(hi - lo, -1)
-            want = _bits(ref[lo:hi]).reshape(hi - lo, -1)
+            got = tensor_bytes(rows).numpy().reshape(hi - lo, -1)
+            want = tensor_bytes(ref[lo:hi]).numpy().reshape(hi - lo, -1)
             mismatched += int((got != want).any(axis=1).sum())
     if mismatched:
         print(f"FAIL: {mismatched} of {cm.num_rows} rows differ", file=sys.stderr)

@@ -20,12 +20,8 @@ import numpy as np
 import torch
 
 import ibp_gnn
+from ibp_gnn.codec.dtypes import bits_equal
 from ibp_gnn.datasets import load_dataset
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    t = t.contiguous()
-    return t.reshape(-1).view(torch.uint8) if t.numel() else t.reshape(-1)
 
 
 def check(data, store: str, fanout, batch_size: int, num_workers: int, device: str) -> list:
@@ -47,7 +43,7 @@ def check(data, store: str, fanout, batch_size: int, num_workers: int, device: s
         seen.append(seeds)
         if not np.array_equal(n_id[:b.batch_size], seeds):
             problems.append("seeds are not first in seed order")
-        if not torch.equal(_bits(b.x.cpu()), _bits(data.x[b.n_id.cpu()])):
+        if not bits_equal(b.x.cpu(), data.x[b.n_id.cpu()]):
             problems.append("features differ from x[n_id]")
         if not torch.equal(b.y.cpu(), data.y[b.n_id.cpu()]):
             problems.append("labels differ from y[n_id]")

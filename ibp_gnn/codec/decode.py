@@ -17,7 +17,7 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
     unit = next(u for u in _UNITS if u <= cm.chunk_bytes and cm.row_bytes % u == 0)
     out = np.empty((len(idx), cm.row_bytes // unit), _UNITS[unit])
     if len(idx) and cm.num_chunks:
-        starts, ends = cm.row_offsets(idx)
+        starts, ends = cm._offsets(idx), cm._offsets(idx + 1)
         run_start, run_len, run_count = cm.kind_runs
         kinds = cm.column_kind_ids()
         kind_free = run_len.sum(1)

@@ -90,3 +90,17 @@ def as_byte_rows(x) -> tuple[np.ndarray, str, tuple[int, ...]]:
     byte_rows = byte_rows.view()
     byte_rows.flags.writeable = False
     return byte_rows, name, row_shape
+
+
+def tensor_bytes(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``t`` (any dtype, any device) as a flat uint8 tensor: the view to compare
+    when equality must be bit-exact (NaN payloads, -0.0)."""
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.numel() else torch.zeros(0, dtype=torch.uint8,
+                                                             device=t.device)
+
+
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same dtype, same shape and the same bits."""
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and torch.equal(tensor_bytes(a.cpu()), tensor_bytes(b.cpu())))

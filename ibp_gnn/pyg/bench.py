@@ -11,17 +11,10 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.sampler import NodeSamplerInput
 
+from ..codec.dtypes import bits_equal
 from .convert import from_data, graph_store_from_data
 from .loader import NeighborLoader
 from .sampler import NeighborSampler
-
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit-for-bit equality (NaN payloads and -0.0 included)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    a, b = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
-    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
-
 
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
@@ -114,7 +107,7 @@ def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
         if check and first is not None:
             n_id = first.n_id.cpu()
             keys = [k for k in ('x', 'y') if k in data]
-            if not all(_bits_equal(first[k], data[k][n_id]) for k in keys):
+            if not all(bits_equal(first[k], data[k][n_id]) for k in keys):
                 raise AssertionError(f"store {store!r} returned features that differ from "
                                      f"the source")
         per_store[store] = {
