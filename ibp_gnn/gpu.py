@@ -309,6 +309,21 @@ def prepare_index(index, num_rows: int, device: torch.device, check: bool = True
     return index.contiguous()
 
 
+def _start_gather(matrix, index, sort: bool, check: bool):
+    """``(idx, pos, out)`` for a gather kernel over ``matrix`` (a device or pinned matrix):
+    validated indices on its device, their positions in the caller's order when ``sort``
+    reorders them (else None), and the uint8 output ``[B, row_bytes]``. ``idx`` is None when
+    there is nothing to launch; ``out`` is then already the (empty) result."""
+    idx = prepare_index(index, matrix.num_rows, matrix.device, check)
+    b = idx.numel()
+    if b == 0 or matrix.row_bytes == 0:
+        return None, None, torch.zeros((b,) + matrix.row_shape, dtype=matrix.dtype,
+                                       device=matrix.device)
+    out = torch.empty((b, matrix.row_bytes), dtype=torch.uint8, device=matrix.device)
+    idx, pos = _sorted(idx) if sort else (idx, None)
+    return idx, pos, out
+
+
 def _sorted(index: torch.Tensor):
     """Indices sorted ascending (neighbouring rows are read together) and, per sorted entry,
     its position in the caller's order."""
@@ -523,14 +538,11 @@ class DeviceCompressedMatrix:
         CUDA tensor ``[B, *row_shape]`` of the original dtype, bit-exact, in the caller's order.
         ``sort`` (default: the constructor's ``sort_indices``) reads the rows in ascending
         order for locality and scatters them back."""
-        idx = prepare_index(index, self.num_rows, self.device, check)
+        idx, pos, out = _start_gather(self, index, self.sort_indices if sort is None else sort,
+                                      check)
+        if idx is None:
+            return out
         b = idx.numel()
-        if b == 0 or self.row_bytes == 0:
-            return torch.zeros((b,) + self.row_shape, dtype=self.dtype, device=self.device)
-        out = torch.empty((b, self.row_bytes), dtype=torch.uint8, device=self.device)
-        pos = None
-        if self.sort_indices if sort is None else sort:
-            idx, pos = _sorted(idx)
         name = (f"ibp_decode_w{self.chunk_bits}_i{32 if idx.dtype == torch.int32 else 64}"
                 f"_o{self._offset_bits}")
         kernel = _kernel("ibp_decode.cu", name, self.device.index)
@@ -593,14 +605,10 @@ class PinnedRawMatrix:
         self._vec = next(v for v in _VEC_WIDTHS if self.row_bytes % v == 0 and self._ptr % v == 0)
 
     def gather(self, index, *, sort: bool = False, check: bool = True) -> torch.Tensor:
-        idx = prepare_index(index, self.num_rows, self.device, check)
+        idx, pos, out = _start_gather(self, index, sort, check)
+        if idx is None:
+            return out
         b = idx.numel()
-        if b == 0 or self.row_bytes == 0:
-            return torch.zeros((b,) + self.row_shape, dtype=self.dtype, device=self.device)
-        out = torch.empty((b, self.row_bytes), dtype=torch.uint8, device=self.device)
-        pos = None
-        if sort:
-            idx, pos = _sorted(idx)
         row_vecs = self.row_bytes // self._vec
         group = min(32, 1 << max(0, math.ceil(math.log2(row_vecs))))
         shift = group.bit_length() - 1
