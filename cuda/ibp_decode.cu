@@ -11,50 +11,110 @@
 // transactions in flight instead of one round trip per 128 bytes.
 #define IBP_COPY_UNROLL 8
 
-// Decode one encoded row (header words, then the bit stream) from `src`, which is either the
-// warp's shared-memory copy of the row or the payload itself.
+// The n stream bits at bit `off` of `stream`, right-aligned; n in [0, W]. Stream bit k is bit
+// W-1-(k%W) of word k/W: words fill from the top down. The next word is read only when the
+// bits straddle into it (then sh > 0, so its shift is in [1, W-1]), so a read never passes
+// the row's last word.
 template <typename Word>
-__device__ __forceinline__ void decode_encoded_row(const Word* src, const Word* maskp,
-                                                   const Word* bitvp, long long C, long long H,
+__device__ __forceinline__ Word read_bits(const Word* stream, u64 off, int n) {
+  constexpr int W = WordOps<Word>::BITS;
+  if (n == 0) return (Word)0;
+  const u64 wi = off / W;
+  const int sh = (int)(off % W);
+  Word top = (Word)(stream[wi] << sh);
+  if (sh + n > W) top |= (Word)(stream[wi + 1] >> (W - sh));
+  return (Word)(top >> (W - n));
+}
+
+// Column patterns (docs/format.md): the base pattern of column j is mask[j]/bitval[j]; a chunk
+// that misses it reads sel[j] selector bits v and uses alternative alt_mask/alt_bitval
+// [alt_base[j] + v] (an empty mask: the chunk is stored whole).
+template <typename Word>
+struct Patterns {
+  const Word* mask;
+  const Word* bitval;
+  const u8* sel;
+  const unsigned* alt_base;
+  const Word* alt_mask;
+  const Word* alt_bitval;
+};
+
+// Bit `lane` set when chunk j0 + lane is listed in a list header: a round's entries are the
+// next ones of the ascending list, at most 32. Advances *done past them.
+template <typename Word>
+__device__ __forceinline__ unsigned listed_in_round(const Word* stream, long long listed,
+                                                    long long* done, long long j0, int count_bits,
+                                                    int pos_bits, int lane) {
+  const long long e = *done + lane;
+  unsigned bit = 0;
+  if (e < listed) {
+    const long long pos = (long long)read_bits<Word>(stream, count_bits + (u64)e * pos_bits,
+                                                     pos_bits);
+    if (pos >= j0 && pos < j0 + 32) bit = 1u << (int)(pos - j0);
+  }
+  const unsigned in_round = __ballot_sync(IBP_FULL_MASK, bit != 0);
+  *done += __popc(in_round);
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) bit |= __shfl_xor_sync(IBP_FULL_MASK, bit, d);
+  return bit;
+}
+
+// Decode one encoded row (bitmap header words or a list, then the bit stream) from `src`,
+// which is either the warp's shared-memory copy of the row or the payload itself. Per round
+// of 32 chunks the stream holds the selectors of the round's non-base chunks, then the free
+// bits of its chunks.
+template <typename Word>
+__device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& pat,
+                                                   long long C, long long H, int list_header,
+                                                   int count_bits, int pos_bits,
                                                    u8* __restrict__ dst, long long row_bytes,
                                                    int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
   const Word* stream = src + H;
   u64 bitpos = 0;  // 64-bit: a row of 2^27 64-bit chunks has more stream bits than an int holds
+  long long listed = 0, done = 0;
+  if (list_header) {
+    listed = (long long)read_bits<Word>(stream, 0, count_bits);
+    bitpos = (u64)count_bits + (u64)listed * pos_bits;
+  }
   for (long long j0 = 0; j0 < C; j0 += 32) {
     const long long j = j0 + lane;
     const bool active = j < C;
-    // A round of 32 chunks never spans two header words: j0 is a multiple of 32 and W is 32 or
-    // 64. All lanes read the same word, which is a single broadcast transaction.
-    const Word hw = src[j0 / W];
-    const int hshift = (int)(j0 % W) + lane;  // < W
+    int nonbase;
+    if (list_header) {
+      nonbase = (int)((listed_in_round<Word>(stream, listed, &done, j0, count_bits, pos_bits,
+                                             lane) >> lane) & 1u);
+    } else {
+      // A round never spans two header words: j0 is a multiple of 32 and W is 32 or 64. All
+      // lanes read the same word, a single broadcast transaction.
+      const Word hw = src[j0 / W];
+      nonbase = active && !((hw >> ((int)(j0 % W) + lane)) & (Word)1);
+    }
+    const int s = nonbase ? (int)__ldg(pat.sel + j) : 0;
+    const int sel_incl = warp_inclusive_scan(s, lane);
+    const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, 31);
     Word m = 0, bv = 0;
-    int compressed = 0, nbits = 0;
+    int nbits = 0;
     if (active) {
-      compressed = (int)((hw >> hshift) & (Word)1);
-      m = maskp[j];
-      bv = bitvp[j];
-      nbits = compressed ? W - WordOps<Word>::popc(m) : W;
+      if (nonbase) {
+        const unsigned v = (unsigned)read_bits<Word>(stream, bitpos + (u64)(sel_incl - s), s);
+        const unsigned a = __ldg(pat.alt_base + j) + v;
+        m = __ldg(pat.alt_mask + a);
+        bv = __ldg(pat.alt_bitval + a);
+      } else {
+        m = pat.mask[j];
+        bv = pat.bitval[j];
+      }
+      nbits = W - WordOps<Word>::popc(m);
     }
     const int incl = warp_inclusive_scan(nbits, lane);
     const int round_bits = __shfl_sync(IBP_FULL_MASK, incl, 31);
-    Word v = 0;
-    if (nbits > 0) {
-      // Stream bit k is bit W-1-(k%W) of stream word k/W: words fill from the top down.
-      const u64 off = bitpos + (u64)(incl - nbits);
-      const u64 wi = off / W;
-      const int sh = (int)(off % W);
-      Word top = (Word)(stream[wi] << sh);  // our bits now start at the most significant bit
-      // Only read the next word when the chunk straddles into it (then sh > 0, so the shift
-      // below is in [1, W-1]); never read past the row's last word.
-      if (sh + nbits > W) top |= (Word)(stream[wi + 1] >> (W - sh));
-      v = (Word)(top >> (W - nbits));       // nbits in [1, W]
-    }
+    const u64 free_start = bitpos + (u64)sel_total;
     if (active) {
-      const Word out = compressed ? deposit_bits<Word>(v, (Word)~m, bv) : v;
-      store_chunk<Word>(dst, j, out, row_bytes, unit);
+      const Word v = read_bits<Word>(stream, free_start + (u64)(incl - nbits), nbits);
+      store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
     }
-    bitpos += (u64)round_bits;
+    bitpos = free_start + (u64)round_bits;
   }
 }
 
@@ -62,14 +122,20 @@ template <typename Word, typename Index, typename Off>
 __device__ __forceinline__ void ibp_gather_decode(
     const Word* __restrict__ payload, const Off* __restrict__ offset_lo,
     const u64* __restrict__ block_base, int offset_shift, const Word* __restrict__ mask_g,
-    const Word* __restrict__ bitval_g, long long num_rows, long long C,
+    const Word* __restrict__ bitval_g, const u8* __restrict__ sel,
+    const unsigned* __restrict__ alt_base, const Word* __restrict__ alt_mask,
+    const Word* __restrict__ alt_bitval, int list_header, long long num_rows, long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
     u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
   constexpr int W = WordOps<Word>::BITS;
   // u64 elements so the dynamic buffer is 8-byte aligned for either word width.
   extern __shared__ u64 ibp_smem_u64[];
   Word* smem = reinterpret_cast<Word*>(ibp_smem_u64);
-  const long long H = (C + W - 1) / W;
+  const long long H = list_header ? 0 : (C + W - 1) / W;
+  // list headers: a count of up to C entries, then positions below C
+  int count_bits = 0, pos_bits = 1;
+  for (long long v = C; v > 0; v >>= 1) ++count_bits;
+  for (long long v = C - 1; v > 1; v >>= 1) ++pos_bits;
 
   const Word* maskp = mask_g;
   const Word* bitvp = bitval_g;
@@ -85,6 +151,7 @@ __device__ __forceinline__ void ibp_gather_decode(
     warp_bufs = smem + 2 * C;
   }
 
+  const Patterns<Word> pat = {maskp, bitvp, sel, alt_base, alt_mask, alt_bitval};
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const long long warps_per_block = blockDim.x >> 5;
@@ -141,11 +208,13 @@ __device__ __forceinline__ void ibp_gather_decode(
         }
       }
       __syncwarp();
-      decode_encoded_row<Word>(buf, maskp, bitvp, C, H, dst, row_bytes, unit, lane);
+      decode_encoded_row<Word>(buf, pat, C, H, list_header, count_bits, pos_bits, dst,
+                               row_bytes, unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, maskp, bitvp, C, H, dst, row_bytes, unit, lane);
+      decode_encoded_row<Word>(src, pat, C, H, list_header, count_bits, pos_bits, dst,
+                               row_bytes, unit, lane);
     }
   }
 }
@@ -153,12 +222,14 @@ __device__ __forceinline__ void ibp_gather_decode(
 #define IBP_DECODE_KERNEL(NAME, WORD, INDEX, OFF)                                              \
   extern "C" __global__ void __launch_bounds__(IBP_DECODE_THREADS) NAME(                       \
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
-      const WORD* mask, const WORD* bitval, long long num_rows, long long C,                   \
-      const INDEX* index, const long long* out_pos, long long B, u8* out, long long row_bytes, \
-      int unit, int stage_masks, long long cap_words) {                                        \
+      const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
+      const WORD* alt_mask, const WORD* alt_bitval, int list_header, long long num_rows,       \
+      long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,         \
+      long long row_bytes, int unit, int stage_masks, long long cap_words) {                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
-                                        bitval, num_rows, C, index, out_pos, B, out, row_bytes,\
-                                        unit, stage_masks, cap_words);                         \
+                                        bitval, sel, alt_base, alt_mask, alt_bitval,           \
+                                        list_header, num_rows, C, index, out_pos, B, out,      \
+                                        row_bytes, unit, stage_masks, cap_words);              \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

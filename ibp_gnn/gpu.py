@@ -459,6 +459,18 @@ def _small_to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 # -- compressed rows -------------------------------------------------------------------------
 
+def column_alternatives(cm: CompressedMatrix):
+    """Per-column selector bits (uint8 ``[C]``) and first alternative (uint32 ``[C]``), and the
+    alternative patterns (``[A]`` words), as the decode kernel reads them."""
+    kinds = cm.column_kind_ids()
+    _, _, _, sel, alt_start = cm.patterns()
+    wd = np.uint32 if cm.chunk_bits == 32 else np.uint64
+    return (np.ascontiguousarray(sel[kinds].astype(np.uint8)),
+            np.ascontiguousarray(alt_start[kinds].astype(np.uint32)),
+            np.ascontiguousarray(cm.alt_masks.astype(wd)),
+            np.ascontiguousarray(cm.alt_bitvals.astype(wd)))
+
+
 class DeviceCompressedMatrix:
     """A :class:`CompressedMatrix` served to one GPU: ``gather(index)`` returns decoded rows.
 
@@ -510,6 +522,9 @@ class DeviceCompressedMatrix:
         wd = np.uint32 if ws == 4 else np.uint64
         self._mask = _small_to_device(np.asarray(cm.mask).astype(wd, copy=False), self.device)
         self._bitval = _small_to_device(np.asarray(cm.bitval).astype(wd, copy=False), self.device)
+        self._sel, self._alt_base, self._alt_mask, self._alt_bitval = (
+            _small_to_device(a, self.device) for a in column_alternatives(cm))
+        self._list_header = int(cm.list_header)
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -550,7 +565,8 @@ class DeviceCompressedMatrix:
         grid = _grid(self.device, b, warps, self.threads, self._smem)
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
-                _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
+                _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
+                _ptr(self._alt_bitval), _i32(self._list_header), _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
                 _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
                 _i64(self._cap_words))
         _launch(kernel, self.device, grid, self.threads, args, self._smem)

@@ -2,6 +2,8 @@
 strings, used as an independent oracle for the container layout and sizes."""
 import numpy as np
 
+SEGMENT = 32
+
 
 def chunk_values(row_bytes: bytes, w: int) -> list[int]:
     cb = w // 8
@@ -9,26 +11,68 @@ def chunk_values(row_bytes: bytes, w: int) -> list[int]:
     return [int.from_bytes(padded[i:i + cb], "little") for i in range(0, len(padded), cb)]
 
 
-def encode_row(chunks: list[int], mask: list[int], bitval: list[int], w: int) -> list[int]:
+def free_bits(x: int, mask: int, w: int) -> str:
+    return "".join(str((x >> b) & 1) for b in range(w - 1, -1, -1) if not (mask >> b) & 1)
+
+
+def pick(x: int, alts: list[tuple[int, int]], w: int) -> int:
+    """The matching alternative with the fewest free bits, lowest slot on ties."""
+    best = None
+    for v, (m, b) in enumerate(alts):
+        if x & m == b and (best is None or bin(m).count("1") > bin(alts[best][0]).count("1")):
+            best = v
+    return best
+
+
+def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header=False):
+    """``alts[j]``: the ``2**select_bits[j]`` alternative ``(mask, bitval)`` pairs of column j
+    (default: one empty mask)."""
     c = len(chunks)
-    header_bits = ["0"] * (-(-c // w) * w)
+    select_bits = select_bits or [0] * c
+    alts = alts or [[(0, 0)]] * c
+    base = [x & mask[j] == bitval[j] for j, x in enumerate(chunks)]
     stream = ""
-    for j, x in enumerate(chunks):
-        if x & mask[j] == bitval[j]:
-            header_bits[j] = "1"
-            stream += "".join(str((x >> b) & 1) for b in range(w - 1, -1, -1)
-                              if not (mask[j] >> b) & 1)
-        else:
-            stream += format(x, f"0{w}b")
     words = []
-    for h in range(0, len(header_bits), w):  # bit j of the header is bit j % w of word j // w
-        words.append(sum(1 << b for b in range(w) if header_bits[h + b] == "1"))
+    if list_header:
+        listed = [j for j in range(c) if not base[j]]
+        count_bits, pos_bits = c.bit_length(), max(1, (c - 1).bit_length())
+        stream += format(len(listed), f"0{count_bits}b")
+        stream += "".join(format(j, f"0{pos_bits}b") for j in listed)
+    else:
+        header_bits = ["0"] * (-(-c // w) * w)
+        for j in range(c):
+            if base[j]:
+                header_bits[j] = "1"
+        for h in range(0, len(header_bits), w):  # header bit j is bit j % w of word j // w
+            words.append(sum(1 << b for b in range(w) if header_bits[h + b] == "1"))
+    for c0 in range(0, c, SEGMENT):
+        seg = range(c0, min(c0 + SEGMENT, c))
+        chosen = {}
+        for j in seg:
+            if not base[j]:
+                v = pick(chunks[j], alts[j], w)
+                chosen[j] = v
+                if select_bits[j]:
+                    stream += format(v, f"0{select_bits[j]}b")
+        for j in seg:
+            m = mask[j] if base[j] else alts[j][chosen[j]][0]
+            stream += free_bits(chunks[j], m, w)
     stream += "0" * (-len(stream) % w)
     words += [int(stream[i:i + w], 2) for i in range(0, len(stream), w)]
     return chunks if len(words) >= c else words
 
 
-def encode(byte_rows: np.ndarray, mask, bitval, w: int) -> list[list[int]]:
-    mask = [int(m) for m in mask]
-    bitval = [int(v) for v in bitval]
-    return [encode_row(chunk_values(bytes(r), w), mask, bitval, w) for r in byte_rows]
+def plan_columns(plan):
+    """Per-column pattern lists of a ``Plan`` for :func:`encode_row`."""
+    c = plan.num_chunks
+    sel = [int(s) for s in plan.select_bits]
+    alts = [[(int(plan.alt_masks[j, v]), int(plan.alt_bitvals[j, v])) for v in range(1 << sel[j])]
+            for j in range(c)]
+    return [int(m) for m in plan.mask], [int(v) for v in plan.bitval], sel, alts
+
+
+def encode(byte_rows: np.ndarray, plan) -> list[list[int]]:
+    mask, bitval, sel, alts = plan_columns(plan)
+    w = plan.chunk_bits
+    return [encode_row(chunk_values(bytes(r), w), mask, bitval, w, sel, alts, plan.list_header)
+            for r in byte_rows]

@@ -66,7 +66,9 @@ def test_verify_detects_corruption(npz, tmp_path, capsys):
     store = tmp_path / "s.ibp"
     main(["compress", str(path), str(store)])
     raw = bytearray(store.read_bytes())
-    raw[-200] ^= 0xFF
+    head_len = int.from_bytes(raw[12:16], "little")
+    payload = json.loads(raw[16:16 + head_len])["sections"]["payload"]
+    raw[payload["offset"] + payload["nbytes"] // 2] ^= 0xFF
     store.write_bytes(bytes(raw))
     assert main(["verify", str(store)]) == 1
     assert "FAIL" in capsys.readouterr().err

@@ -75,7 +75,8 @@ def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_b
 
     # the payload is exactly what a straightforward reading of the format produces
     byte_rows, _, _ = as_byte_rows(x)
-    expected = reference_encode(byte_rows, cm.mask, cm.bitval, cm.chunk_bits)
+    plan = cm.plan()
+    expected = reference_encode(byte_rows, plan)
     wb = cm.chunk_bits // 8
     offsets = np.cumsum([0] + [len(w) for w in expected])
     lo, base, _ = split_offsets(offsets)
@@ -93,11 +94,16 @@ def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_b
     for i, words in enumerate(expected):
         assert [int(v) for v in cm.payload[starts[i]:ends[i]]] == words, f"row {i}"
     assert cm.payload_bytes == sum(len(w) for w in expected) * wb
-    kinds = {(int(m), int(v)) for m, v in zip(cm.mask, cm.bitval)}
+    kinds = {(int(m), int(v), int(s), tuple(int(a) for a in am[:1 << s]),
+              tuple(int(b) for b in ab[:1 << s]))
+             for m, v, s, am, ab in zip(plan.mask, plan.bitval, plan.select_bits,
+                                        plan.alt_masks, plan.alt_bitvals)}
     assert cm.num_kinds == len(kinds)
     kind_bits = next(b for b in (0, 1, 2, 4, 8, 16, 32) if 2**b >= len(kinds))
+    alts = sum(1 << k[2] for k in kinds)
     assert cm.host_bytes == (cm.payload_bytes + index_bytes + 2 * len(kinds) * wb
-                             + 4 * -(-cm.num_chunks * kind_bits // 32))
+                             + 4 * -(-cm.num_chunks * kind_bits // 32) + len(kinds)
+                             + 2 * alts * wb)
     assert cm.rows_raw == sum(len(w) == cm.num_chunks for w in expected)
 
 
@@ -154,9 +160,9 @@ def test_rows_too_narrow_to_encode_are_kept_raw_without_offsets(tmp_path):
 def test_odd_widths_use_64_bit_chunks_when_they_pay():
     rng = np.random.default_rng(0)
     x = (rng.random((300, 3703)) < 0.008).astype(np.float32)  # citeseer's shape
-    auto = compress(x)
+    auto = compress(x, extended=False)
     assert auto.chunk_bits == 64
-    assert auto.payload_bytes <= compress(x, chunk_bits=32).payload_bytes
+    assert auto.payload_bytes <= compress(x, chunk_bits=32, extended=False).payload_bytes
     assert_bits_equal(auto.decode(), torch.from_numpy(x))
 
 
@@ -224,7 +230,7 @@ def test_sampled_plan_and_reused_plan_stay_lossless():
     x[-1] = rng.random(64)  # a row unlike the sample still round-trips
     cm = compress(x, sample_rows=100)
     assert_bits_equal(cm.decode(), torch.from_numpy(x))
-    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
+    plan = cm.plan()
     other = (rng.random((50, 64)) < 0.05).astype(np.float32)
     assert_bits_equal(compress(other, plan=plan).decode(), torch.from_numpy(other))
     with pytest.raises(ValueError, match="chunks per row"):
@@ -268,7 +274,7 @@ def test_tile_rows_equals_compressing_the_tiled_matrix():
     rng = np.random.default_rng(0)
     x = (rng.random((37, 90)) < 0.05).astype(np.float32)
     cm = compress(x)
-    plan = Plan(cm.chunk_bits, cm.mask, cm.bitval, cm.threshold)
+    plan = cm.plan()
     for num_rows in (0, 5, 37, 100, 74):
         tiled_raw = x[np.arange(num_rows) % 37]
         tiled = tile_rows(cm, num_rows)

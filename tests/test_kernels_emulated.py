@@ -92,11 +92,13 @@ WRAPPERS = {
     "ibp_decode.cu": r"""
 #define EMU_DECODE(NAME, WORD, INDEX, OFF) extern "C" void emu_##NAME(int grid, int block,     \
   const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
-  const WORD* mask, const WORD* bitval, long long num_rows, long long C, const INDEX* index,    \
-  const long long* out_pos, long long B, u8* out, long long row_bytes, int unit,               \
-  int stage_masks, long long cap_words) {                                                      \
+  const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,               \
+  const WORD* alt_mask, const WORD* alt_bitval, int list_header, long long num_rows,            \
+  long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,              \
+  long long row_bytes, int unit, int stage_masks, long long cap_words) {                        \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
-             num_rows, C, index, out_pos, B, out, row_bytes, unit, stage_masks, cap_words); }
+             sel, alt_base, alt_mask, alt_bitval, list_header, num_rows, C, index, out_pos, B, \
+             out, row_bytes, unit, stage_masks, cap_words); }
 EMU_DECODE(ibp_decode_w32_i32_o16, u32, int, u16)
 EMU_DECODE(ibp_decode_w32_i64_o16, u32, long long, u16)
 EMU_DECODE(ibp_decode_w64_i32_o16, u64, int, u16)
@@ -176,8 +178,10 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     # keep every array referenced while the kernel runs (cm.mask is computed on access)
     payload, lo, base, mask, bitval = (np.ascontiguousarray(a) for a in (
         cm.payload, offset_lo, block_base, cm.mask, cm.bitval))
+    sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
-       _p(bitval), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
+       _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), I(int(cm.list_header)),
+       L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
        L(max(32, cap_bytes // ws)))
     return out
@@ -228,9 +232,10 @@ CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("w", [32, 64])
-def test_emulated_decode_bit_exact(libs, name, w):
+@pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
+def test_emulated_decode_bit_exact(libs, name, w, extended):
     x = MATRICES[name]
-    cm = compress(x, chunk_bits=w)
+    cm = compress(x, chunk_bits=w, extended=extended)
     n = cm.num_rows
     rng = np.random.default_rng(1)
     idx = rng.integers(0, n, size=min(3 * n, 200)).astype(np.int64)
@@ -246,15 +251,19 @@ def test_emulated_decode_bit_exact(libs, name, w):
 def test_emulated_cases_cover_the_format():
     """The matrices above reach raw and encoded rows, both offset widths, and encoded rows
     longer than the per-warp buffer."""
-    kinds, offsets, long_rows = set(), set(), False
+    kinds, offsets, long_rows, headers, selectors = set(), set(), False, set(), set()
     for x in MATRICES.values():
         for w in (32, 64):
             cm = compress(x, chunk_bits=w)
+            headers.add(cm.list_header)
+            selectors |= set(int(s) for s in cm.kind_select_bits)
             kinds |= {bool(f) for f in cm.raw_flags}
             offsets.add(cm.offset_tables()[0].dtype)
             enc = cm.row_words[~cm.raw_flags]
             long_rows |= bool(len(enc) and enc.max() * w // 8 > 2048)
     assert kinds == {True, False}
+    assert headers == {True, False}
+    assert selectors >= {0, 1, 2, 3}
     assert offsets == {np.dtype(np.uint16), np.dtype(np.uint32)}
     assert long_rows
 
@@ -297,7 +306,7 @@ def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort):
 @pytest.mark.parametrize("w", [32, 64])
 def test_emulated_encode_identical(libs, name, w):
     x = MATRICES[name]
-    cm = compress(x, chunk_bits=w)
+    cm = compress(x, chunk_bits=w, extended=False)  # the GPU encoder writes the basic format
     ws = w // 8
     rows = (x.contiguous().view(torch.uint8).numpy() if isinstance(x, torch.Tensor)
             else np.ascontiguousarray(x).view(np.uint8)).reshape(cm.num_rows, -1)

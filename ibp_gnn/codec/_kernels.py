@@ -95,81 +95,170 @@ def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, o
             out[t] += per_row[i, t]
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def row_words(words, num_chunks, chunk_bits, mask, bitval, free_bits, out):
-    """Stored length in words of each row of ``words`` under one plan, into ``out[n]``."""
-    n = words.shape[0]
-    w = chunk_bits
-    header = (num_chunks + w - 1) // w
-    base = 0
-    for c in range(num_chunks):
-        base += free_bits[c]
-    for i in nb.prange(n):
-        bits = base
-        for c in range(num_chunks):
-            if (np.uint64(words[i, c]) & mask[c]) != bitval[c]:
-                bits += w - free_bits[c]
-        out[i] = min(header + (bits + w - 1) // w, num_chunks)
+SEGMENT = 32  # chunks per segment: one warp round on a GPU
+
+
+@nb.njit(inline="always")
+def _bit_length(v):
+    n = 0
+    while v > 0:
+        n += 1
+        v >>= 1
+    return n
+
+
+@nb.njit(inline="always")
+def _list_bits(num_chunks):
+    """``(count_bits, position_bits)`` of a list header."""
+    return _bit_length(num_chunks), max(1, _bit_length(num_chunks - 1))
+
+
+@nb.njit(inline="always")
+def _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free):
+    """Pattern index of the alternative of kind ``k`` that matches ``x`` with the fewest free
+    bits (the lowest slot on ties), or -1 when none matches."""
+    best = -1
+    for v in range(1 << sel_bits[k]):
+        p = num_kinds + alt_start[k] + v
+        if (x & pat_mask[p]) == pat_bitval[p] and (best < 0 or pat_free[p] < pat_free[best]):
+            best = p
+    return best
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def encode_rows(words, num_chunks, chunk_bits, kinds, kind_masks, kind_bitvals, run_start,
-                run_len, run_count, offsets, payload):
-    """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]``.
+def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
+              pat_free, list_header, out):
+    """Stored length in words of each row of ``words`` into ``out[n]``; -1 for a row with a
+    chunk that no pattern of its column matches (a plan that cannot encode the row).
 
-    A row given exactly ``num_chunks`` words is stored raw. Column ``c`` has kind ``kinds[c]``;
-    ``run_start/run_len[k, r]`` list the runs of free bits of kind ``k`` from the most
-    significant down (``run_count[k]`` of them), so extracting free bits costs one shift and mask
-    per run instead of one per bit.
+    Patterns ``[0, K)`` are the base patterns of the kinds, the alternatives of kind ``k``
+    are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``).
     """
     n = words.shape[0]
     w = chunk_bits
-    header = (num_chunks + w - 1) // w
+    num_kinds = sel_bits.shape[0]
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
     for i in nb.prange(n):
-        pos = offsets[i]
-        if offsets[i + 1] - pos == num_chunks:
-            for c in range(num_chunks):
-                payload[pos + c] = words[i, c]
-            continue
-        for h in range(header):
-            hv = _U0
-            for b in range(min(w, num_chunks - h * w)):
-                c = h * w + b
-                k = kinds[c]
-                if (np.uint64(words[i, c]) & kind_masks[k]) == kind_bitvals[k]:
-                    hv |= _U1 << np.uint64(b)
-            payload[pos + h] = hv
-        out = pos + header
-        cur = _U0
-        nbits = 0
+        bits = count_bits if list_header else 0
+        ok = True
         for c in range(num_chunks):
             x = np.uint64(words[i, c])
             k = kinds[c]
-            if (x & kind_masks[k]) == kind_bitvals[k]:
-                v = _U0
-                length = 0
-                for r in range(run_count[k]):
-                    rl = run_len[k, r]
-                    v = _shl(v, rl) | (_shr(x, run_start[k, r]) & _low(rl))
-                    length += rl
-            else:
-                v = x
-                length = w
-            if length == 0:
+            if (x & pat_mask[k]) == pat_bitval[k]:
+                bits += pat_free[k]
                 continue
-            if nbits + length < w:
-                cur = _shl(cur, length) | v
-                nbits += length
-            else:
-                take = w - nbits
-                rest = length - take
-                payload[out] = (_shl(cur, take) | _shr(v, rest)) & _low(w)
-                out += 1
-                cur = v & _low(rest)
-                nbits = rest
-        if nbits > 0:
-            payload[out] = _shl(cur, w - nbits) & _low(w)
-            out += 1
+            p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free)
+            if p < 0:
+                ok = False
+                break
+            bits += sel_bits[k] + pat_free[p]
+            if list_header:
+                bits += pos_bits
+        out[i] = min(header + (bits + w - 1) // w, num_chunks) if ok else -1
+
+
+@nb.njit(inline="always")
+def _put(payload, base, pos, v, n, w):
+    """Write the ``n`` low bits of ``v`` at stream bit ``pos`` (words fill from the most
+    significant bit; the words must start zeroed)."""
+    while n > 0:
+        q = pos // w
+        off = pos - q * w
+        take = min(n, w - off)
+        part = _shr(v, n - take) & _low(take)
+        payload[base + q] |= _shl(part, w - off - take)
+        pos += take
+        n -= take
+
+
+@nb.njit(inline="always")
+def _read(payload, base, pos, n, w):
+    """The ``n <= w`` stream bits at bit ``pos`` of the row starting at word ``base``."""
+    if n == 0:
+        return _U0
+    q = pos // w
+    off = pos - q * w
+    hi = (np.uint64(payload[base + q]) << np.uint64(64 - w)) << np.uint64(off)
+    if off + n > w:
+        hi |= (np.uint64(payload[base + q + 1]) << np.uint64(64 - w)) >> np.uint64(w - off)
+    return hi >> np.uint64(64 - n)
+
+
+@nb.njit(inline="always")
+def _extract(x, p, run_start, run_len, run_count):
+    """The free bits of ``x`` under pattern ``p``, most significant first."""
+    v = _U0
+    for r in range(run_count[p]):
+        rl = run_len[p, r]
+        v = _shl(v, rl) | (_shr(x, run_start[p, r]) & _low(rl))
+    return v
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
+                pat_free, run_start, run_len, run_count, list_header, offsets, payload):
+    """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]``.
+
+    A row given exactly ``num_chunks`` words is stored raw. ``run_start/run_len[p, r]`` list the
+    runs of free bits of pattern ``p`` from the most significant down, so extracting the free
+    bits costs one shift and mask per run instead of one per bit.
+    """
+    n = words.shape[0]
+    w = chunk_bits
+    num_kinds = sel_bits.shape[0]
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
+    for i in nb.prange(n):
+        start = offsets[i]
+        end = offsets[i + 1]
+        if end - start == num_chunks:
+            for c in range(num_chunks):
+                payload[start + c] = words[i, c]
+            continue
+        for q in range(start, end):
+            payload[q] = 0
+        base = start + header
+        pos = 0
+        if list_header:
+            listed = 0
+            for c in range(num_chunks):
+                k = kinds[c]
+                if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
+                    listed += 1
+            _put(payload, base, 0, np.uint64(listed), count_bits, w)
+            pos = count_bits
+            for c in range(num_chunks):
+                k = kinds[c]
+                if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
+                    _put(payload, base, pos, np.uint64(c), pos_bits, w)
+                    pos += pos_bits
+        for c0 in range(0, num_chunks, SEGMENT):
+            c1 = min(c0 + SEGMENT, num_chunks)
+            for c in range(c0, c1):  # selectors of the segment's non-base chunks
+                x = np.uint64(words[i, c])
+                k = kinds[c]
+                if (x & pat_mask[k]) == pat_bitval[k]:
+                    if not list_header:
+                        h = c // w
+                        payload[start + h] |= _U1 << np.uint64(c - h * w)
+                elif sel_bits[k]:
+                    p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
+                                  pat_free)
+                    _put(payload, base, pos, np.uint64(p - num_kinds - alt_start[k]),
+                         sel_bits[k], w)
+                    pos += sel_bits[k]
+            for c in range(c0, c1):  # then their free bits
+                x = np.uint64(words[i, c])
+                k = kinds[c]
+                p = k
+                if (x & pat_mask[k]) != pat_bitval[k]:
+                    p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
+                                  pat_free)
+                if pat_free[p]:
+                    _put(payload, base, pos, _extract(x, p, run_start, run_len, run_count),
+                         pat_free[p], w)
+                    pos += pat_free[p]
 
 
 @nb.njit(inline="always")
@@ -196,23 +285,46 @@ def _lowest_bit(m):
     return _DEBRUIJN_INDEX[((m & (~m + _U1)) * _DEBRUIJN) >> np.uint64(58)]
 
 
+@nb.njit(inline="always")
+def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done, count_bits,
+                     pos_bits):
+    """Bit ``b`` set when chunk ``c0 + b`` of the segment does not match its base pattern, and
+    how many list entries have been consumed after it. A segment never spans two header words
+    (32 divides ``w``)."""
+    if not list_header:
+        h = c0 // w
+        word = np.uint64(payload[start + h]) >> np.uint64(c0 - h * w)
+        return ~word & _low(c1 - c0), listed_done
+    bits = _U0
+    while listed_done < listed:
+        c = np.int64(_read(payload, start, count_bits + listed_done * pos_bits, pos_bits, w))
+        if c >= c1:
+            break
+        bits |= _U1 << np.uint64(c - c0)
+        listed_done += 1
+    return bits, listed_done
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
-def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitvals, kind_free,
-                run_start, run_len, run_count, group_fixed, bitval_row, out):
+def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
+                pat_bitval, pat_free, run_start, run_len, run_count, list_header, segment_free,
+                bitval_row, out):
     """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
 
     ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
     fills ``chunk_bits / unit_bits`` consecutive units (little-endian, as the rows were read).
-    ``bitval_row`` is the row every packed chunk without free bits decodes to, in output units;
-    ``group_fixed[h]`` has bit ``b`` set when column ``h * W + b`` has no free bits. An encoded
-    row starts as ``bitval_row`` and only the chunks that read the stream are visited, found
-    a header word at a time: sparse rows cost about one visit per non-default chunk.
+    ``bitval_row`` is the row every chunk decodes to when it matches a base pattern without free
+    bits, in output units; ``segment_free[g]`` has bit ``b`` set when the base pattern of column
+    ``32 * g + b`` has free bits. An encoded row starts as ``bitval_row`` and only the chunks
+    that read the stream are visited: sparse rows cost about one visit per non-base chunk.
     """
     b_count = starts.shape[0]
     w = chunk_bits
+    num_kinds = sel_bits.shape[0]
     unit_bits = out.itemsize * 8
     pieces = w // unit_bits
-    header = (num_chunks + w - 1) // w
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
     units = out.shape[1]
     for i in nb.prange(b_count):
         start = starts[i]
@@ -222,64 +334,289 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, kind_bitva
             continue
         for u in range(units):
             out[i, u] = bitval_row[u]
-        pos = start + header  # next stream word to read
-        buf = _U0             # pending stream bits, most significant first
-        nbuf = 0
-        for h in range(header):
-            c0 = h * w
-            hword = np.uint64(payload[start + h])
-            todo = ~(hword & group_fixed[h]) & _low(min(w, num_chunks - c0))
+        base = start + header
+        listed = 0
+        pos = 0
+        if list_header:
+            listed = np.int64(_read(payload, base, 0, count_bits, w))
+            pos = count_bits + listed * pos_bits
+        listed_done = 0
+        for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
+            c0 = g * SEGMENT
+            c1 = min(c0 + SEGMENT, num_chunks)
+            nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
+                                                    list_header, listed, listed_done,
+                                                    count_bits, pos_bits)
+            sel_pos = pos
+            todo = nonbase
+            while todo:
+                c = c0 + _lowest_bit(todo)
+                todo &= todo - _U1
+                pos += sel_bits[kinds[c]]
+            todo = nonbase | (segment_free[g] & ~nonbase)
             while todo:
                 b = _lowest_bit(todo)
                 todo &= todo - _U1
                 c = c0 + b
                 k = kinds[c]
-                packed = (hword >> np.uint64(b)) & _U1
-                length = kind_free[k] if packed else w
-                if nbuf >= length:
-                    v = buf >> np.uint64(64 - length) if length else _U0
-                    buf = _shl(buf, length)
-                    nbuf -= length
-                else:  # the chunk continues in the next stream word
-                    word = np.uint64(payload[pos]) << np.uint64(64 - w)
-                    pos += 1
-                    need = length - nbuf
-                    v = (buf >> np.uint64(64 - length)) | (word >> np.uint64(64 - need))
-                    buf = _shl(word, need)
-                    nbuf = w - need
-                if packed:
-                    runs = run_count[k]
-                    if runs == 1:  # the usual float layout: free bits are the low mantissa
-                        v = kind_bitvals[k] | (v << np.uint64(run_start[k, 0]))
-                    else:  # several runs: none is 64 bits long, so plain shifts are safe
-                        x = kind_bitvals[k]
-                        for r in range(runs - 1, -1, -1):
-                            rl = np.uint64(run_len[k, r])
-                            x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[k, r])
-                            v >>= rl
-                        v = x
+                p = k
+                if (nonbase >> np.uint64(b)) & _U1:
+                    s = sel_bits[k]
+                    p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_pos, s, w))
+                    sel_pos += s
+                length = pat_free[p]
+                v = _read(payload, base, pos, length, w)
+                pos += length
+                runs = run_count[p]
+                if length == w:
+                    pass
+                elif runs == 1:  # the usual float layout: free bits are the low mantissa
+                    v = pat_bitval[p] | (v << np.uint64(run_start[p, 0]))
+                else:  # several runs: none is 64 bits long, so plain shifts are safe
+                    x = pat_bitval[p]
+                    for r in range(runs - 1, -1, -1):
+                        rl = np.uint64(run_len[p, r])
+                        x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[p, r])
+                        v >>= rl
+                    v = x
                 _store_chunk(out, i, c, v, pieces, unit_bits)
 
 
 @nb.njit(cache=True, nogil=True)
-def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, free_bits):
-    """Index of the first encoded row whose header implies a length other than its stored one,
-    or -1. Guarantees the decoder never reads past a row."""
+def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
+                           pat_free, list_header):
+    """Index of the first encoded row whose header and selectors imply a length other than its
+    stored one (or a malformed list), or -1. Guarantees the decoder never reads past a row."""
     w = chunk_bits
-    header = (num_chunks + w - 1) // w
+    num_kinds = sel_bits.shape[0]
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
     for i in range(offsets.shape[0] - 1):
         start = offsets[i]
         length = offsets[i + 1] - start
         if length == num_chunks:
             continue
-        if length < header:
+        if length < header or length * w < (count_bits if list_header else 0):
             return i
-        bits = 0
-        for c in range(num_chunks):
-            if (np.uint64(payload[start + c // w]) >> np.uint64(c % w)) & _U1:
-                bits += free_bits[c]
-            else:
-                bits += w
-        if header + (bits + w - 1) // w != length:
+        base = start + header
+        avail = (length - header) * w
+        pos = 0
+        listed = 0
+        prev = -1
+        if list_header:
+            listed = np.int64(_read(payload, base, 0, count_bits, w))
+            pos = count_bits + listed * pos_bits
+            if listed > num_chunks or pos > avail:
+                return i
+            for e in range(listed):
+                c = np.int64(_read(payload, base, count_bits + e * pos_bits, pos_bits, w))
+                if c <= prev or c >= num_chunks:
+                    return i
+                prev = c
+        listed_done = 0
+        for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
+            c0 = g * SEGMENT
+            c1 = min(c0 + SEGMENT, num_chunks)
+            nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
+                                                    list_header, listed, listed_done,
+                                                    count_bits, pos_bits)
+            sel_pos = pos
+            for c in range(c0, c1):
+                if (nonbase >> np.uint64(c - c0)) & _U1:
+                    pos += sel_bits[kinds[c]]
+            if pos > avail:
+                return i
+            for c in range(c0, c1):
+                k = kinds[c]
+                if (nonbase >> np.uint64(c - c0)) & _U1:
+                    s = sel_bits[k]
+                    p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_pos, s, w))
+                    sel_pos += s
+                    pos += pat_free[p]
+                else:
+                    pos += pat_free[k]
+            if pos > avail:
+                return i
+        if header + (pos + w - 1) // w != length:
             return i
     return -1
+
+
+MAX_SELECT_BITS = 3
+_LEAF_STEPS = (1, 3, 7)  # alternatives (besides the empty mask) for 1, 2 and 3 selector bits
+
+
+@nb.njit(inline="always")
+def _popcount(v):
+    n = 0
+    while v:
+        v &= v - _U1
+        n += 1
+    return n
+
+
+@nb.njit(inline="always")
+def _best_split(vals, leaf_of, leaf, sample, w):
+    """``(gain, bit)`` of the best split of ``leaf`` on one bit, judged on its first
+    ``sample`` members: the gain is the growth of (members x bits constant among them)."""
+    all_and = _ALL
+    all_or = _U0
+    n = 0
+    for i in range(vals.shape[0]):
+        if leaf_of[i] == leaf:
+            all_and &= vals[i]
+            all_or |= vals[i]
+            n += 1
+            if n == sample:
+                break
+    varying = (all_and ^ all_or) & _low(w)
+    best_gain = 0
+    best_bit = -1
+    if n < 2:
+        return best_gain, best_bit
+    base = n * (w - _popcount(varying))
+    todo = varying
+    while todo:
+        b = _lowest_bit(todo)
+        todo &= todo - _U1
+        and0 = _ALL
+        or0 = _U0
+        and1 = _ALL
+        or1 = _U0
+        n1 = 0
+        seen = 0
+        for i in range(vals.shape[0]):
+            if leaf_of[i] != leaf:
+                continue
+            x = vals[i]
+            if (x >> np.uint64(b)) & _U1:
+                and1 &= x
+                or1 |= x
+                n1 += 1
+            else:
+                and0 &= x
+                or0 |= x
+            seen += 1
+            if seen == n:
+                break
+        gain = (n1 * (w - _popcount((and1 ^ or1) & _low(w)))
+                + (n - n1) * (w - _popcount((and0 ^ or0) & _low(w))) - base)
+        if gain > best_gain:
+            best_gain = gain
+            best_bit = b
+    return best_gain, best_bit
+
+
+@nb.njit(inline="always")
+def _leaf_pattern(vals, leaf_of, leaf, w, taus, counts):
+    """The pattern of ``leaf``: majority bits of its members, masked to the bits whose
+    agreement reaches the threshold in ``taus`` that codes the members cheapest (members that
+    miss it are priced as whole chunks)."""
+    for b in range(w):
+        counts[b] = 0
+    n = 0
+    for i in range(vals.shape[0]):
+        if leaf_of[i] == leaf:
+            n += 1
+            x = vals[i]
+            while x:
+                counts[_lowest_bit(x)] += 1
+                x &= x - _U1
+    majority = _U0
+    for b in range(w):
+        if 2 * counts[b] > n:
+            majority |= _U1 << np.uint64(b)
+    best_cost = -1
+    best_mask = _U0
+    for t in range(taus.shape[0]):
+        mask = _U0
+        for b in range(w):
+            agree = max(counts[b], n - counts[b])
+            if agree >= taus[t] * n - 1e-9:
+                mask |= _U1 << np.uint64(b)
+        free = w - _popcount(mask)
+        matched = 0
+        for i in range(vals.shape[0]):
+            if leaf_of[i] == leaf and ((vals[i] ^ majority) & mask) == _U0:
+                matched += 1
+        cost = matched * free + (n - matched) * w
+        if best_cost < 0 or cost < best_cost:
+            best_cost = cost
+            best_mask = mask
+    return best_mask, majority & best_mask
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals, taus, sample,
+                        alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
+    """Alternative patterns of every column for every candidate base pattern, and their cost.
+
+    ``words``: ``[n, >= C]`` chunks of the rows planned from; ``base_masks/base_bitvals``:
+    ``[B, C]`` candidate base patterns. For base ``a`` and column ``c`` the chunks that miss
+    the base pattern ("the rest") are split greedily on single bits into up to 7 groups, each
+    coded against its own pattern. Outputs: ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the
+    alternatives for ``s`` selector bits (the last one always the empty mask);
+    ``rest_cost[a, c, s]`` the bits the rest costs with them (selectors included);
+    ``rest_count[a, c]`` and ``base_cost[a, c]`` (free bits of the chunks matching the base).
+    """
+    n = words.shape[0]
+    w = chunk_bits
+    num_bases = base_masks.shape[0]
+    for job in nb.prange(num_bases * num_chunks):
+        a = job // num_chunks
+        c = job - a * num_chunks
+        bm = base_masks[a, c]
+        bv = base_bitvals[a, c]
+        base_free = w - _popcount(bm)
+        rest = 0
+        for i in range(n):
+            if (np.uint64(words[i, c]) & bm) != bv:
+                rest += 1
+        rest_count[a, c] = rest
+        base_cost[a, c] = (n - rest) * base_free
+        vals = np.empty(rest, np.uint64)
+        r = 0
+        for i in range(n):
+            x = np.uint64(words[i, c])
+            if (x & bm) != bv:
+                vals[r] = x
+                r += 1
+        leaf_of = np.zeros(rest, np.int64)
+        counts = np.zeros(64, np.int64)
+        leaves = 1
+        for s in range(MAX_SELECT_BITS + 1):
+            slots = 1 << s
+            target = slots - 1
+            while leaves < target:
+                best_gain = 0
+                best_leaf = -1
+                best_bit = -1
+                for leaf in range(leaves):
+                    gain, bit = _best_split(vals, leaf_of, leaf, sample, w)
+                    if gain > best_gain:
+                        best_gain = gain
+                        best_leaf = leaf
+                        best_bit = bit
+                if best_leaf < 0:
+                    break
+                for i in range(rest):
+                    if leaf_of[i] == best_leaf and (vals[i] >> np.uint64(best_bit)) & _U1:
+                        leaf_of[i] = leaves
+                leaves += 1
+            for v in range(slots):
+                alt_masks[a, c, s, v] = _U0
+                alt_bitvals[a, c, s, v] = _U0
+            for leaf in range(min(leaves, target)):
+                m, b = _leaf_pattern(vals, leaf_of, leaf, w, taus, counts)
+                alt_masks[a, c, s, leaf] = m
+                alt_bitvals[a, c, s, leaf] = b
+            total = 0
+            for i in range(rest):
+                x = vals[i]
+                best = w
+                for v in range(slots):
+                    m = alt_masks[a, c, s, v]
+                    if (x & m) == alt_bitvals[a, c, s, v]:
+                        best = min(best, w - _popcount(m))
+                total += s + best
+            rest_cost[a, c, s] = total

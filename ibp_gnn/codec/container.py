@@ -54,17 +54,41 @@ def unpack_kinds(words: np.ndarray, kind_bits: int, num_columns: int) -> np.ndar
     return ids.reshape(-1)[:num_columns].astype(np.uint32)
 
 
-def column_kinds(mask: np.ndarray, bitval: np.ndarray):
-    """Distinct ``(mask, bitval)`` pairs of the columns: ``(kind_masks, kind_bitvals,
-    packed ids, kind_bits)``."""
-    if len(mask) == 0:
-        return mask[:0], bitval[:0], np.zeros(0, np.uint32), 0
-    pairs = np.stack([mask, bitval], axis=1)
-    table, ids = np.unique(pairs, axis=0, return_inverse=True)
+def column_kinds(mask: np.ndarray, bitval: np.ndarray, select_bits=None, alt_masks=None,
+                 alt_bitvals=None):
+    """Distinct column patterns: ``(kind_masks, kind_bitvals, packed ids, kind_bits,
+    kind_select_bits, alt_masks, alt_bitvals)``.
+
+    Per column ``j``: base pattern ``(mask[j], bitval[j])``, ``select_bits[j]`` and alternative
+    patterns ``alt_masks/alt_bitvals[j, :2**select_bits[j]]`` (``[C, S]``; default: no selector
+    bits and one alternative, the empty mask). The alternatives of the kinds come out flat,
+    kind by kind.
+    """
+    c = len(mask)
+    if select_bits is None:
+        select_bits = np.zeros(c, np.uint8)
+        alt_masks = np.zeros((c, 1), mask.dtype)
+        alt_bitvals = np.zeros((c, 1), mask.dtype)
+    if c == 0:
+        return (mask[:0], bitval[:0], np.zeros(0, np.uint32), 0, np.zeros(0, np.uint8),
+                mask[:0], bitval[:0])
+    slots = 1 << np.asarray(select_bits, np.int64)
+    used = np.arange(alt_masks.shape[1])[None, :] < slots[:, None]
+    rows = np.concatenate([mask[:, None].astype(np.uint64), bitval[:, None].astype(np.uint64),
+                           np.asarray(select_bits, np.uint64)[:, None],
+                           np.where(used, alt_masks, 0).astype(np.uint64),
+                           np.where(used, alt_bitvals, 0).astype(np.uint64)], axis=1)
+    table, ids = np.unique(rows, axis=0, return_inverse=True)
     ids = ids.reshape(-1)
     kind_bits = next(b for b in KIND_BITS if (1 << b) >= len(table))
-    return (np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1]),
-            pack_kinds(ids, kind_bits), kind_bits)
+    width = alt_masks.shape[1]
+    kind_sel = table[:, 2].astype(np.uint8)
+    keep = np.arange(width)[None, :] < (1 << kind_sel.astype(np.int64))[:, None]
+    wd = mask.dtype
+    return (np.ascontiguousarray(table[:, 0].astype(wd)),
+            np.ascontiguousarray(table[:, 1].astype(wd)), pack_kinds(ids, kind_bits), kind_bits,
+            kind_sel, np.ascontiguousarray(table[:, 3:3 + width][keep].astype(wd)),
+            np.ascontiguousarray(table[:, 3 + width:][keep].astype(wd)))
 
 
 def as_index(index, num_rows: int) -> np.ndarray:
@@ -109,8 +133,8 @@ class CompressedMatrix:
         shape: ``(N, *row_shape)`` of the original matrix.
         dtype: dtype name (``"float32"``, ``"bfloat16"``, ...).
         chunk_bits: chunk width ``W`` (32 or 64).
-        kind_masks, kind_bitvals: ``[K]`` words of width ``W``: the distinct per-column
-            (invariant bits, their value) pairs.
+        kind_masks, kind_bitvals: ``[K]`` words of width ``W``: the base pattern (invariant
+            bits, their value) of each distinct column kind.
         column_kinds: uint32 words packing each column's kind id in ``kind_bits`` bits.
         payload: ``[total_words]`` words of width ``W``: the rows back to back.
         offset_lo: uint16/uint32 ``[N + 1]``; block_base: uint64 ``[(N >> offset_shift) + 1]``:
@@ -119,6 +143,10 @@ class CompressedMatrix:
         raw_layout: every row is stored raw and the offsets are implicit (row ``i`` is words
             ``[i * C, (i + 1) * C)``; ``offset_lo`` and ``block_base`` are empty): what the
             encoder keeps when compression would not pay for the whole matrix.
+        kind_select_bits: uint8 ``[K]``, selector bits ``s`` of each kind (default all 0).
+        alt_masks, alt_bitvals: ``[sum(2**s)]`` words: the alternative patterns of the kinds,
+            kind by kind (default: one empty mask per kind, i.e. the chunk is stored whole).
+        list_header: rows list their non-base chunks instead of a bitmap header.
     """
 
     shape: tuple
@@ -135,6 +163,17 @@ class CompressedMatrix:
     threshold: float = 1.0
     raw_layout: bool = False
     compress_seconds: float = field(default=0.0, compare=False)
+    kind_select_bits: np.ndarray | None = None
+    alt_masks: np.ndarray | None = None
+    alt_bitvals: np.ndarray | None = None
+    list_header: bool = False
+
+    def __post_init__(self):
+        if self.kind_select_bits is None:
+            k = self.kind_masks.shape[0]
+            self.kind_select_bits = np.zeros(k, np.uint8)
+            self.alt_masks = np.zeros(k, self.kind_masks.dtype)
+            self.alt_bitvals = np.zeros(k, self.kind_masks.dtype)
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -159,7 +198,14 @@ class CompressedMatrix:
 
     @property
     def header_words(self) -> int:
-        return -(-self.num_chunks // self.chunk_bits)
+        """Bitmap header words of an encoded row (0 with a list header)."""
+        return 0 if self.list_header else -(-self.num_chunks // self.chunk_bits)
+
+    @property
+    def extended(self) -> bool:
+        """Whether the matrix uses options beyond the basic format (selectors, list header)."""
+        return bool(self.list_header or np.any(self.kind_select_bits)
+                    or np.any(self.alt_masks))
 
     @property
     def num_kinds(self) -> int:
@@ -198,7 +244,9 @@ class CompressedMatrix:
 
     @property
     def column_bytes(self) -> int:
-        return int(self.kind_masks.nbytes + self.kind_bitvals.nbytes + self.column_kinds.nbytes)
+        return int(self.kind_masks.nbytes + self.kind_bitvals.nbytes + self.column_kinds.nbytes
+                   + self.kind_select_bits.nbytes + self.alt_masks.nbytes
+                   + self.alt_bitvals.nbytes)
 
     @property
     def host_bytes(self) -> int:
@@ -241,16 +289,51 @@ class CompressedMatrix:
     def rows_raw(self) -> int:
         return int(self.raw_flags.sum())
 
-    # -- decoding ---------------------------------------------------------------------------
+    # -- patterns ---------------------------------------------------------------------------
+    def plan(self):
+        """The per-column plan this matrix was encoded with (``compress(x, plan=cm.plan())``
+        encodes another matrix of the same row layout the same way)."""
+        from .plan import Plan
+        kinds = self.column_kind_ids()
+        _, _, _, sel, alt_start = self.patterns()
+        slots = int(1 << sel.max(initial=0))
+        alt_masks = np.zeros((self.num_chunks, slots), self.kind_masks.dtype)
+        alt_bitvals = np.zeros_like(alt_masks)
+        for v in range(slots):
+            has = v < (1 << sel[kinds])
+            where = alt_start[kinds[has]] + v
+            alt_masks[has, v] = self.alt_masks[where]
+            alt_bitvals[has, v] = self.alt_bitvals[where]
+        return Plan(self.chunk_bits, self.mask, self.bitval, self.threshold,
+                    select_bits=self.kind_select_bits[kinds].astype(np.uint8),
+                    alt_masks=alt_masks, alt_bitvals=alt_bitvals, list_header=self.list_header)
+
+    def patterns(self):
+        """The pattern table the kernels use, cached: ``(mask, bitval, free, select_bits,
+        alt_start)``. Patterns ``[0, K)`` are the kinds' base patterns, kind ``k``'s
+        alternative ``v`` is pattern ``K + alt_start[k] + v``; all uint64/int64."""
+        table = self.__dict__.get("_patterns")
+        if table is None:
+            from .plan import popcount
+            mask = np.concatenate([self.kind_masks, self.alt_masks]).astype(np.uint64)
+            bitval = np.concatenate([self.kind_bitvals, self.alt_bitvals]).astype(np.uint64)
+            free = self.chunk_bits - popcount(mask)
+            sel = self.kind_select_bits.astype(np.int64)
+            alt_start = np.concatenate([[0], np.cumsum(1 << sel)[:-1]]).astype(np.int64)
+            table = self.__dict__["_patterns"] = (mask, bitval, free, sel, alt_start)
+        return table
+
     @property
-    def kind_runs(self):
-        """``(start, length, count)`` runs of free bits per kind (see ``plan.free_bit_runs``)."""
-        runs = self.__dict__.get("_kind_runs")
+    def pattern_runs(self):
+        """``(start, length, count)`` runs of free bits per pattern (``plan.free_bit_runs``)."""
+        runs = self.__dict__.get("_pattern_runs")
         if runs is None:
             from .plan import free_bit_runs
-            runs = self.__dict__["_kind_runs"] = free_bit_runs(self.kind_masks, self.chunk_bits)
+            runs = self.__dict__["_pattern_runs"] = free_bit_runs(self.patterns()[0],
+                                                                  self.chunk_bits)
         return runs
 
+    # -- decoding ---------------------------------------------------------------------------
     def decode(self, index=None) -> torch.Tensor:
         """Rows ``index`` (``[B]`` of any integer dtype, a slice, or None for all rows), bit-exact,
         in the caller's order, as a CPU tensor ``[B, *row_shape]`` of the original dtype."""
@@ -285,6 +368,8 @@ class CompressedMatrix:
             "column_kinds": self.num_kinds,
             "threshold": self.threshold,
             "raw_layout": self.raw_layout,
+            "header": "list" if self.list_header else "bitmap",
+            "max_select_bits": int(self.kind_select_bits.max(initial=0)),
             "rows_raw": self.rows_raw,
             "compress_seconds": self.compress_seconds,
         }

@@ -18,17 +18,19 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
     out = np.empty((len(idx), cm.row_bytes // unit), _UNITS[unit])
     if len(idx) and cm.num_chunks:
         starts, ends = cm._offsets(idx), cm._offsets(idx + 1)
-        run_start, run_len, run_count = cm.kind_runs
+        run_start, run_len, run_count = cm.pattern_runs
+        pat_mask, pat_bitval, pat_free, sel, alt_start = cm.patterns()
         kinds = cm.column_kind_ids()
-        kind_free = run_len.sum(1)
-        fixed = np.zeros(cm.header_words * cm.chunk_bits, np.uint64)
-        fixed[:cm.num_chunks] = kind_free[kinds] == 0
-        weights = np.uint64(1) << np.arange(cm.chunk_bits, dtype=np.uint64)
-        group_fixed = (fixed.reshape(-1, cm.chunk_bits) * weights).sum(1, dtype=np.uint64)
+        segments = -(-cm.num_chunks // _kernels.SEGMENT)
+        has_free = np.zeros(segments * _kernels.SEGMENT, np.uint64)
+        has_free[:cm.num_chunks] = pat_free[kinds] > 0
+        weights = np.uint64(1) << np.arange(_kernels.SEGMENT, dtype=np.uint64)
+        segment_free = (has_free.reshape(-1, _kernels.SEGMENT) * weights).sum(1,
+                                                                            dtype=np.uint64)
         bitval_row = np.zeros(cm.num_chunks * cm.chunk_bytes, np.uint8)
         bitval_row.view(cm.payload.dtype)[:] = cm.kind_bitvals[kinds]
         _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits, kinds,
-                             cm.kind_bitvals.astype(np.uint64), kind_free, run_start, run_len,
-                             run_count, group_fixed,
+                             sel, alt_start, pat_bitval, pat_free, run_start, run_len,
+                             run_count, cm.list_header, segment_free,
                              bitval_row[:cm.row_bytes].view(out.dtype), out)
     return out.view(np.uint8)

@@ -16,7 +16,7 @@ from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan,
 def compress(x, *, chunk_bits="auto", thresholds=None,
              sample_rows: int | None = DEFAULT_SAMPLE_ROWS, plan: Plan | None = None,
              allocator: Allocator | None = None,
-             block_bytes: int = DEFAULT_BLOCK_BYTES) -> CompressedMatrix:
+             block_bytes: int = DEFAULT_BLOCK_BYTES, extended: bool = True) -> CompressedMatrix:
     """Compress ``x`` (``[N, *row_shape]``, torch tensor or array-like) losslessly.
 
     Args:
@@ -28,6 +28,8 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
         allocator: ``allocator(nbytes) -> writable uint8 array``; the payload is written into
             it directly (e.g. pinned host memory).
         block_bytes: rows are processed in blocks of about this size, bounding extra memory.
+        extended: also consider per-column patterns, selectors and list headers (the
+            extended format, see ``docs/format.md``); ``False`` keeps the basic format.
 
     ``x`` is never modified.
     """
@@ -36,19 +38,26 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     n, rb = byte_rows.shape
     if plan is None:
         plan = choose_plan(byte_rows, chunk_bits=chunk_bits, thresholds=thresholds,
-                           sample_rows=sample_rows, block_bytes=block_bytes)
+                           sample_rows=sample_rows, block_bytes=block_bytes,
+                           extended=extended)
     w = plan.chunk_bits
     wd = WORD_DTYPES[w]
     c = -(-rb // (w // 8))
     if plan.num_chunks != c:
         raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
-    mask = plan.mask.astype(np.uint64)
-    bitval = plan.bitval.astype(np.uint64)
-    free = plan.free_bits
+    proto = build_matrix(plan, (n,) + row_shape, name, np.zeros(0, wd),
+                         np.zeros(1, np.int64))
+    kinds = proto.column_kind_ids()
+    pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
     lengths = np.empty(n, np.int64)
     for lo, block in row_blocks(byte_rows, block_bytes):
-        _kernels.row_words(block.view(wd), c, w, mask, bitval, free, lengths[lo:lo + len(block)])
+        _kernels.row_words(block.view(wd), c, w, kinds, sel, alt_start, pat_mask, pat_bitval,
+                           pat_free, plan.list_header, lengths[lo:lo + len(block)])
+    if n and lengths.min() < 0:
+        bad = int(np.argmax(lengths < 0))
+        raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
+                         f"(a plan needs an empty-mask alternative for every column)")
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     raw = raw_layout_pays(offsets, c, wd.itemsize)
@@ -56,12 +65,15 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
         offsets = np.arange(n + 1, dtype=np.int64) * c
     payload = allocate_payload(allocator, int(offsets[-1]), wd)
     cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets, raw_layout=raw)
-    run_start, run_len, run_count = cm.kind_runs
-    for lo, block in row_blocks(byte_rows, block_bytes):
-        _kernels.encode_rows(block.view(wd), c, w, cm.column_kind_ids(),
-                             cm.kind_masks.astype(np.uint64), cm.kind_bitvals.astype(np.uint64),
-                             run_start, run_len, run_count, offsets[lo:lo + len(block) + 1],
-                             payload)
+    if not raw:
+        run_start, run_len, run_count = cm.pattern_runs
+        for lo, block in row_blocks(byte_rows, block_bytes):
+            _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, pat_mask,
+                                 pat_bitval, pat_free, run_start, run_len, run_count,
+                                 plan.list_header, offsets[lo:lo + len(block) + 1], payload)
+    else:
+        for lo, block in row_blocks(byte_rows, block_bytes):
+            payload[lo * c:(lo + len(block)) * c] = block.view(wd)[:, :c].reshape(-1)
     cm.compress_seconds = time.perf_counter() - t0
     return cm
 
@@ -124,14 +136,20 @@ def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
     offsets ``[N + 1]`` (for encoders other than :func:`compress`, e.g. on a GPU). With
     ``raw_layout`` the payload holds every row raw and no offset tables are kept."""
     mask, bitval = plan.mask, plan.bitval
-    if raw_layout:  # no chunk is decoded through a mask: keep one empty kind
+    alts = (plan.select_bits, plan.alt_masks, plan.alt_bitvals)
+    list_header = plan.list_header
+    if raw_layout:  # no chunk is decoded through a pattern: keep one empty kind
         mask, bitval = np.zeros_like(mask), np.zeros_like(bitval)
+        alts, list_header = (None, None, None), False
         offset_lo, block_base, shift = np.zeros(0, np.uint16), np.zeros(0, np.uint64), 0
     else:
         offset_lo, block_base, shift = split_offsets(offsets)
-    kind_masks, kind_bitvals, packed_kinds, kind_bits = column_kinds(mask, bitval)
+    kind_masks, kind_bitvals, packed_kinds, kind_bits, sel, alt_masks, alt_bitvals = \
+        column_kinds(mask, bitval, *alts)
     return CompressedMatrix(
         shape=tuple(shape), dtype=dtype, chunk_bits=plan.chunk_bits, kind_masks=kind_masks,
         kind_bitvals=kind_bitvals, column_kinds=packed_kinds, kind_bits=kind_bits,
         payload=payload, offset_lo=offset_lo, block_base=block_base, offset_shift=shift,
-        threshold=plan.threshold, raw_layout=raw_layout, compress_seconds=compress_seconds)
+        threshold=plan.threshold, raw_layout=raw_layout, compress_seconds=compress_seconds,
+        kind_select_bits=sel, alt_masks=alt_masks, alt_bitvals=alt_bitvals,
+        list_header=list_header)

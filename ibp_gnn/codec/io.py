@@ -16,12 +16,15 @@ import numpy as np
 
 from . import _kernels, dtypes
 from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
-from .plan import popcount
 
 MAGIC = b"\x89IBPGNN\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1 files are the basic format: no alternatives, bitmap headers
 SECTION_ALIGNMENT = 4096
-_SECTIONS = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base", "payload")
+_SECTIONS_V1 = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base",
+                "payload")
+_SECTIONS = _SECTIONS_V1 + ("kind_select_bits", "alt_masks", "alt_bitvals")
+MAX_SELECT_BITS = 8
 _PREFIX = struct.Struct("<8sII")
 
 
@@ -45,7 +48,8 @@ def save(cm: CompressedMatrix, path) -> None:
     header = {
         "shape": [int(s) for s in cm.shape], "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
         "offset_shift": cm.offset_shift, "kind_bits": cm.kind_bits,
-        "raw_layout": cm.raw_layout, "threshold": cm.threshold, "sections": {},
+        "raw_layout": cm.raw_layout, "threshold": cm.threshold,
+        "list_header": bool(cm.list_header), "sections": {},
     }
     # section offsets depend on the header length, which depends on the offsets: fix the
     # header size first with generous placeholders, then fill in the real values
@@ -93,9 +97,9 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
         if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
             raise StoreFileError(f"{path}: not an ibp_gnn store file")
         _, version, head_len = _PREFIX.unpack(prefix)
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise StoreFileError(f"{path}: store format version {version}; this version of "
-                                 f"ibp_gnn reads version {FORMAT_VERSION}")
+                                 f"ibp_gnn reads versions {READ_VERSIONS}")
         head = f.read(head_len)
         crc = f.read(4)
         if len(head) < head_len or len(crc) < 4:
@@ -106,12 +110,12 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
             header = json.loads(head)
         except ValueError as e:
             raise StoreFileError(f"{path}: unreadable header: {e}") from None
-    _check_header(header, path)
+    _check_header(header, path, version)
     if size != header["file_bytes"]:
         raise StoreFileError(f"{path}: truncated or extended: {size} bytes, the header says "
                              f"{header['file_bytes']}")
     arrays = {}
-    for name in _SECTIONS:
+    for name in _SECTIONS if version >= 2 else _SECTIONS_V1:
         sec = header["sections"][name]
         end = sec["offset"] + sec["nbytes"]
         if end > size:
@@ -132,15 +136,16 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
     cm = CompressedMatrix(shape=tuple(header["shape"]), dtype=header["dtype"],
                           chunk_bits=header["chunk_bits"], offset_shift=header["offset_shift"],
                           kind_bits=header["kind_bits"], raw_layout=header["raw_layout"],
-                          threshold=header["threshold"], **arrays)
+                          threshold=header["threshold"],
+                          list_header=header.get("list_header", False), **arrays)
     validate(cm, str(path))
     return cm
 
 
-_SECTION_DTYPES = {"<u2", "<u4", "<u8"}
+_SECTION_DTYPES = {"|u1", "<u2", "<u4", "<u8"}
 
 
-def _check_header(header, path) -> None:
+def _check_header(header, path, version: int = FORMAT_VERSION) -> None:
     """Types and ranges of every header field, so a malformed header is reported as such."""
     def fail(msg):
         raise StoreFileError(f"{path}: malformed header: {msg}")
@@ -153,12 +158,14 @@ def _check_header(header, path) -> None:
     fields = {"shape": list, "dtype": str, "chunk_bits": int, "offset_shift": int,
               "kind_bits": int, "raw_layout": bool, "threshold": (int, float),
               "file_bytes": int, "sections": dict}
+    if version >= 2:
+        fields["list_header"] = bool
     for key, kind in fields.items():
         if not isinstance(header.get(key), kind):
             fail(f"field {key!r} is missing or has the wrong type")
     if not header["shape"] or not all(is_int(d) for d in header["shape"]):
         fail(f"shape {header['shape']}")
-    for name in _SECTIONS:
+    for name in _SECTIONS if version >= 2 else _SECTIONS_V1:
         sec = header["sections"].get(name)
         if not isinstance(sec, dict):
             fail(f"section {name!r} is missing")
@@ -201,6 +208,19 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail(f"column kinds refer to kinds beyond the {k} stored")
     if np.any(cm.kind_bitvals & ~cm.kind_masks):
         fail("bitval has bits outside mask")
+    sel = cm.kind_select_bits
+    if sel.dtype != np.uint8 or sel.shape != (k,) or (k and sel.max() > MAX_SELECT_BITS):
+        fail(f"kind_select_bits has dtype {sel.dtype}, shape {sel.shape} or values above "
+             f"{MAX_SELECT_BITS}")
+    alts = int(np.sum(1 << sel.astype(np.int64)))
+    for name in ("alt_masks", "alt_bitvals"):
+        arr = getattr(cm, name)
+        if arr.dtype != wd or arr.shape != (alts,):
+            fail(f"{name} has dtype {arr.dtype} and shape {arr.shape}, expected ({alts},)")
+    if np.any(cm.alt_bitvals & ~cm.alt_masks):
+        fail("an alternative's bitval has bits outside its mask")
+    if cm.raw_layout and cm.list_header:
+        fail("a raw layout has no row headers")
     if cm.raw_layout:
         if cm.payload.size != n * c:
             fail(f"raw layout of {n} rows x {c} words, payload has {cm.payload.size} words")
@@ -211,7 +231,9 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail("row offsets are not increasing or a row is longer than a raw row")
     if offsets[-1] != cm.payload.size:
         fail(f"offsets end at word {offsets[-1]}, payload has {cm.payload.size} words")
+    _, _, pat_free, sel64, alt_start = cm.patterns()
     bad = _kernels.first_inconsistent_row(cm.payload, offsets, c, cm.chunk_bits,
-                                          cm.chunk_bits - popcount(cm.mask))
+                                          cm.column_kind_ids(), sel64, alt_start, pat_free,
+                                          cm.list_header)
     if bad >= 0:
-        fail(f"row {bad}: its header does not match its stored length")
+        fail(f"row {bad}: its header and selectors do not match its stored length")

@@ -23,15 +23,30 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.
 
 @dataclass(frozen=True)
 class Plan:
-    """How rows are chunked and which bits of each column are treated as invariant.
+    """How rows are chunked and which patterns each column's chunks are coded against.
 
-    ``mask``/``bitval`` are ``[C]`` arrays of the chunk's word dtype.
+    ``mask``/``bitval`` are ``[C]`` arrays of the chunk's word dtype: the base pattern of each
+    column. ``select_bits`` (uint8 ``[C]``) and ``alt_masks``/``alt_bitvals`` (``[C, S]``,
+    ``S >= 2**select_bits``) give the alternatives a non-base chunk selects from; by default
+    one empty mask (the chunk is stored whole). ``list_header``: rows list their non-base
+    chunks instead of a bitmap.
     """
 
     chunk_bits: int
     mask: np.ndarray
     bitval: np.ndarray
     threshold: float
+    select_bits: np.ndarray | None = None
+    alt_masks: np.ndarray | None = None
+    alt_bitvals: np.ndarray | None = None
+    list_header: bool = False
+
+    def __post_init__(self):
+        c = self.mask.shape[0]
+        if self.select_bits is None:
+            object.__setattr__(self, "select_bits", np.zeros(c, np.uint8))
+            object.__setattr__(self, "alt_masks", np.zeros((c, 1), self.mask.dtype))
+            object.__setattr__(self, "alt_bitvals", np.zeros((c, 1), self.mask.dtype))
 
     @property
     def num_chunks(self) -> int:
@@ -118,17 +133,31 @@ def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: in
     return majority.astype(np.uint64), masks.astype(np.uint64)
 
 
+#: Base pattern candidates of the extended search: exact values (0.5: every bit in the mask),
+#: then looser masks; the basic search's best threshold is added.
+BASE_THRESHOLDS = (0.5, 0.9, 0.99, 1.0)
+#: Agreement a bit needs within a group of chunks to join that group's pattern.
+GROUP_THRESHOLDS = (1.0, 0.99, 0.95, 0.9)
+DISCOVERY_ROWS = 8192
+SPLIT_SAMPLE = 64
+
+
 def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                 sample_rows: int | None = DEFAULT_SAMPLE_ROWS, seed: int = 0,
-                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Plan:
-    """Pick chunk width and threshold minimising the exact stored size.
+                block_bytes: int = DEFAULT_BLOCK_BYTES, extended: bool = True) -> Plan:
+    """Pick chunk width, patterns and header kind minimising the exact stored size.
 
-    ``thresholds``: the candidates to score; by default :data:`DEFAULT_THRESHOLDS`, with the
-    best refined on a :data:`REFINE_STEP` grid between its neighbours. Statistics and sizes come
-    from all rows, or from ``sample_rows`` rows drawn at random when the matrix is larger (the
-    plan only affects the size, never correctness).
+    The basic search scores one invariance threshold for all columns (``thresholds``: the
+    candidates; by default :data:`DEFAULT_THRESHOLDS`, with the best refined on a
+    :data:`REFINE_STEP` grid between its neighbours). With ``extended`` each column then also
+    gets its own base pattern and up to 7 alternative patterns found by splitting the chunks
+    that miss the base on single bits, and rows may list their non-base chunks instead of a
+    bitmap; the smallest exact size wins, so the extended plan is never larger than the basic
+    one. Statistics and sizes come from all rows, or from ``sample_rows`` rows drawn at random
+    when the matrix is larger (the plan only affects the size, never correctness).
     """
     n, rb = byte_rows.shape
+    num_rows = n
     widths = CHUNK_WIDTHS if chunk_bits == "auto" else (int(chunk_bits),)
     for w in widths:
         if w not in CHUNK_WIDTHS:
@@ -159,13 +188,93 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
         wd = WORD_DTYPES[w]
         return size[t], t, Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd), ts[t])
 
-    size, t, plan = min((best_of(w, thresholds) for w in widths), key=lambda r: r[0])
-    if refine:  # finer thresholds between the best one's neighbours, same chunk width
-        lo, hi = thresholds[max(t - 1, 0)], thresholds[min(t + 1, len(thresholds) - 1)]
-        grid = np.round(np.arange(lo, hi, REFINE_STEP), 4)
-        extra = tuple(float(v) for v in grid if lo < v < hi and v not in thresholds)
-        if extra:
-            size2, _, plan2 = best_of(plan.chunk_bits, extra)
-            if size2 < size:
-                plan = plan2
-    return plan
+    best = []
+    for w in widths:
+        size, t, plan = best_of(w, thresholds)
+        if refine:  # finer thresholds between the best one's neighbours
+            lo, hi = thresholds[max(t - 1, 0)], thresholds[min(t + 1, len(thresholds) - 1)]
+            grid = np.round(np.arange(lo, hi, REFINE_STEP), 4)
+            extra = tuple(float(v) for v in grid if lo < v < hi and v not in thresholds)
+            if extra:
+                size2, _, plan2 = best_of(w, extra)
+                if size2 < size:
+                    size, plan = size2, plan2
+        best.append((int(size), plan))
+        if extended and n and rb:
+            for plan_x in extended_plans(byte_rows, counts, w, plan.threshold, seed=seed,
+                                         num_rows=num_rows):
+                best.append((exact_bytes(byte_rows, plan_x, block_bytes), plan_x))
+    return min(best, key=lambda r: r[0])[1]
+
+
+def exact_bytes(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Stored payload bytes of ``byte_rows`` under ``plan`` (rows raw where that is smaller)."""
+    from .container import column_kinds
+    w = plan.chunk_bits
+    kinds = column_kinds(plan.mask, plan.bitval, plan.select_bits, plan.alt_masks,
+                         plan.alt_bitvals)
+    kind_masks, kind_bitvals, packed, kind_bits, sel, alt_masks, alt_bitvals = kinds
+    from .container import unpack_kinds
+    ids = unpack_kinds(packed, kind_bits, plan.num_chunks)
+    mask = np.concatenate([kind_masks, alt_masks]).astype(np.uint64)
+    bitval = np.concatenate([kind_bitvals, alt_bitvals]).astype(np.uint64)
+    free = w - popcount(mask)
+    sel = sel.astype(np.int64)
+    alt_start = np.concatenate([[0], np.cumsum(1 << sel)[:-1]]).astype(np.int64)
+    total = 0
+    for _, block in row_blocks(byte_rows, block_bytes):
+        lengths = np.empty(len(block), np.int64)
+        _kernels.row_words(block.view(WORD_DTYPES[w]), plan.num_chunks, w, ids, sel, alt_start,
+                           mask, bitval, free, plan.list_header, lengths)
+        total += int(lengths.sum())
+    return total * (w // 8)
+
+
+def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold: float, *,
+                   seed: int = 0, num_rows: int | None = None) -> list[Plan]:
+    """Per-column base and alternative patterns (see :func:`choose_plan`): the best plan with a
+    bitmap header and the best with a list header, by the bits they cost on ``num_rows`` rows
+    (default: the rows given) plus the bits their pattern tables cost."""
+    n, rb = byte_rows.shape
+    c = -(-rb // (w // 8))
+    wd = WORD_DTYPES[w]
+    ts = tuple(sorted(set(BASE_THRESHOLDS) | {float(threshold)}))
+    majority, masks = _candidate_masks(counts, n, w, c, ts)
+    base_masks = masks
+    base_bitvals = majority[None, :] & masks
+    if n > DISCOVERY_ROWS:
+        rows = np.sort(np.random.default_rng(seed + 1).choice(n, DISCOVERY_ROWS, replace=False))
+        sample = padded_words(byte_rows[rows])
+    else:
+        sample = padded_words(byte_rows)
+    slots = 1 << _kernels.MAX_SELECT_BITS
+    levels = _kernels.MAX_SELECT_BITS + 1
+    alt_m = np.zeros((len(ts), c, levels, slots), np.uint64)
+    alt_b = np.zeros_like(alt_m)
+    rest_cost = np.zeros((len(ts), c, levels), np.int64)
+    rest_count = np.zeros((len(ts), c), np.int64)
+    base_cost = np.zeros((len(ts), c), np.int64)
+    _kernels.column_alternatives(sample.view(wd), c, w, base_masks, base_bitvals,
+                                 np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
+                                 alt_m, alt_b, rest_cost, rest_count, base_cost)
+    pos_bits = max(1, (c - 1).bit_length())
+    # costs are measured on the sample; a column's alternatives are stored once (at worst: when
+    # no other column shares them), so they must pay for themselves over all rows
+    scale = (num_rows or n) / max(len(sample), 1)
+    rest_cost = rest_cost * scale + (2 * w * (1 << np.arange(levels)))[None, None, :]
+    base_cost = base_cost * scale
+    rest_count = rest_count * scale
+    plans = []
+    cols = np.arange(c)
+    for list_header in (False, True):
+        cost = base_cost[:, :, None] + rest_cost                       # [B, C, S]
+        if list_header:
+            cost = cost + (rest_count * pos_bits)[:, :, None]
+        flat = cost.transpose(1, 0, 2).reshape(c, -1)                  # [C, B * S]
+        choice = np.argmin(flat, axis=1)
+        a, s = np.divmod(choice, levels)
+        plans.append(Plan(w, base_masks[a, cols].astype(wd), base_bitvals[a, cols].astype(wd),
+                          float(threshold), select_bits=s.astype(np.uint8),
+                          alt_masks=alt_m[a, cols, s].astype(wd),
+                          alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header))
+    return plans
