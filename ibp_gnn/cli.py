@@ -12,6 +12,7 @@ import torch
 from .codec import CompressedMatrix, compress
 from .codec.dtypes import tensor_bytes
 from .codec.io import StoreFileError
+from .codec.plan import entropy_bound_bytes
 from .matrix_io import read_compressed_or_matrix, read_matrix
 
 
@@ -23,14 +24,14 @@ def _chunk_bits(value: str):
     return int(value)
 
 
-def _compress_timed(x, chunk_bits) -> tuple[CompressedMatrix, float]:
+def _compress_timed(x, chunk_bits, extended=True) -> tuple[CompressedMatrix, float]:
     """Compress ``x``; first compress a few of its rows so that the one-time cost of a new
     process (loading the compiled kernels, starting threads) is reported on its own as
     ``startup_seconds`` rather than inside ``compress_seconds``."""
     t0 = time.perf_counter()
-    compress(x[:64], chunk_bits=chunk_bits)
+    compress(x[:64], chunk_bits=chunk_bits, extended=extended)
     startup = time.perf_counter() - t0
-    return compress(x, chunk_bits=chunk_bits), startup
+    return compress(x, chunk_bits=chunk_bits, extended=extended), startup
 
 
 def _positive(value: str) -> int:
@@ -44,8 +45,11 @@ def cmd_inspect(args) -> int:
     if isinstance(obj, CompressedMatrix):
         cm, startup = obj, 0.0
     else:
-        cm, startup = _compress_timed(obj, args.chunk_bits)
-    report = {"path": str(args.path), **cm.summary(), "startup_seconds": startup}
+        cm, startup = _compress_timed(obj, args.chunk_bits, not args.basic)
+    bound = entropy_bound_bytes(obj)
+    report = {"path": str(args.path), **cm.summary(), "startup_seconds": startup,
+              "entropy_bound_bytes": bound,
+              "host_over_entropy_bound": cm.host_bytes / bound if bound else None}
     if args.json:
         print(json.dumps(report))
     else:
@@ -59,7 +63,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_compress(args) -> int:
     x = read_matrix(args.input, args.key)
-    cm, _ = _compress_timed(x, args.chunk_bits)
+    cm, _ = _compress_timed(x, args.chunk_bits, not args.basic)
     cm.save(args.output)
     print(f"{args.input} -> {args.output}: {cm.raw_bytes} raw bytes, {cm.host_bytes} "
           f"compressed (ratio {cm.ratio:.2f}, {cm.chunk_bits}-bit chunks, "
@@ -141,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="array name inside an .npz")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--chunk-bits", type=_chunk_bits, default="auto")
+    p.add_argument("--basic", action="store_true",
+                   help="basic format only (no alternative patterns, bitmap headers)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("compress", help="compress a matrix into a store file")
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--key")
     p.add_argument("--chunk-bits", type=_chunk_bits, default="auto")
+    p.add_argument("--basic", action="store_true",
+                   help="basic format only (no alternative patterns, bitmap headers)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("verify", help="check a store file; exit 0 only if every row decodes "

@@ -29,6 +29,16 @@ def test_inspect_json(npz, capsys):
     assert report["raw_bytes"] == x.nbytes
     assert report["ratio"] == pytest.approx(report["raw_bytes"] / report["host_bytes"])
     assert report["host_bytes"] <= report["payload_bytes"] + 5 * report["rows"] + 2 * 129 * 8
+    # the bit-entropy bound, computed independently: every bit position's binary entropy
+    bits = np.unpackbits(x.view(np.uint8), axis=1)
+    p = bits.mean(0)
+    p = p[(p > 0) & (p < 1)]
+    bound = -(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum() * len(x) / 8
+    assert report["entropy_bound_bytes"] == pytest.approx(bound, rel=1e-9)
+    assert main(["inspect", str(path), "--json", "--basic"]) == 0
+    basic = json.loads(capsys.readouterr().out)
+    assert basic["header"] == "bitmap" and basic["max_select_bits"] == 0
+    assert basic["host_bytes"] >= report["host_bytes"]
 
 
 def test_inspect_key_npy_and_store(npz, tmp_path, capsys):
@@ -45,6 +55,7 @@ def test_inspect_key_npy_and_store(npz, tmp_path, capsys):
     assert main(["inspect", str(store), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["host_bytes"] == first["host_bytes"]
+    assert again["entropy_bound_bytes"] == pytest.approx(first["entropy_bound_bytes"])
 
 
 def test_compress_and_verify(npz, tmp_path, capsys):

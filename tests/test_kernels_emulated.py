@@ -327,3 +327,20 @@ def test_emulated_encode_identical(libs, name, w):
         I(3), I(64), _p(rows), L(cm.num_rows), L(cm.row_bytes), I(unit), _p(mask),
         _p(bitval), L(c), _p(offsets), _p(out))
     np.testing.assert_array_equal(out, cm.payload)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_emulated_decode_any_plan(libs, seed):
+    """Random base patterns, selector bits, alternatives and both header kinds."""
+    from test_codec import make_matrix, random_plan
+    rng = np.random.default_rng(seed)
+    dtype = ["float32", "float16", "int8", "float64", "bfloat16", "uint16"][seed]
+    pattern = ["sparse", "equal_rows"][seed % 2]  # patterns that some chunks match
+    x = make_matrix(dtype, (40, int(rng.integers(20, 300))), pattern, seed)
+    cm = compress(x, plan=random_plan(rng, x, 32 if seed % 2 else 64, seed % 3 != 0))
+    assert not cm.raw_layout
+    idx = rng.integers(0, cm.num_rows, 60).astype(np.int64)
+    exp = expected_bytes(cm, idx)
+    lib = libs["ibp_decode.cu"]
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)

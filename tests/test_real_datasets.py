@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibp_gnn.codec import compress
+from ibp_gnn.codec import compress, entropy_bound_bytes
 
 from conftest import assert_bits_equal, dataset_files
 
@@ -37,6 +37,7 @@ def test_dataset_round_trip_and_space(path):
     # everything held, offsets and pattern tables included, recovers at least half of the gap
     # between the reference rules and the bit-entropy bound (the tables are rounded to 0.01 %)
     ref, bound = REFERENCE_PERCENT[path.stem], BOUND_PERCENT[path.stem]
+    assert abs(100 * entropy_bound_bytes(x) / cm.raw_bytes - bound) <= 0.005
     assert 100 * cm.host_bytes / cm.raw_bytes <= ref - 0.5 * max(0.0, ref - bound) + 0.005
     assert cm.index_bytes <= 5 * cm.num_rows
     basic = compress(x, extended=False)

@@ -2,6 +2,7 @@
 from .container import CompressedMatrix, as_index
 from .dtypes import SUPPORTED_DTYPES
 from .encode import compress, tile_rows
+from .plan import entropy_bound_bytes
 
 
 def load(path, *, mmap: bool = True) -> CompressedMatrix:
@@ -9,4 +10,5 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
     return CompressedMatrix.load(path, mmap=mmap)
 
 
-__all__ = ["CompressedMatrix", "SUPPORTED_DTYPES", "as_index", "compress", "load", "tile_rows"]
+__all__ = ["CompressedMatrix", "SUPPORTED_DTYPES", "as_index", "compress", "entropy_bound_bytes",
+           "load", "tile_rows"]

@@ -120,6 +120,33 @@ def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) ->
     return np.rint(_BYTE_BITS.T.astype(np.float64) @ hist).astype(np.int64).T.reshape(-1)
 
 
+def entropy_bound_bits(counts: np.ndarray, n: int) -> float:
+    """The bit-entropy bound of ``n`` rows with these per-bit-position set counts: the sum of
+    the binary entropies of every bit position, in bits (what a code treating every bit of
+    every column independently could reach)."""
+    if n == 0:
+        return 0.0
+    p = counts[(counts > 0) & (counts < n)] / n
+    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum() * n)
+
+
+def entropy_bound_bytes(x, block_rows: int = 1 << 16) -> float:
+    """The bit-entropy bound of a matrix (anything :func:`compress` takes, or a
+    ``CompressedMatrix``, decoded block by block) in bytes. Padding bits count nothing: they
+    are constant."""
+    from .container import CompressedMatrix
+    from .dtypes import as_byte_rows
+    if isinstance(x, CompressedMatrix):
+        counts, n = None, x.num_rows
+        for lo in range(0, n, block_rows):
+            block, _, _ = as_byte_rows(x.decode(slice(lo, lo + block_rows)))
+            part = bit_counts(block)
+            counts = part if counts is None else counts + part
+        return entropy_bound_bits(counts, n) / 8 if counts is not None else 0.0
+    byte_rows, _, _ = as_byte_rows(x)
+    return entropy_bound_bits(bit_counts(byte_rows), byte_rows.shape[0]) / 8
+
+
 def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: int,
                      thresholds) -> tuple[np.ndarray, np.ndarray]:
     """Majority bit values ``[C]`` and nested masks ``[T, C]`` as uint64 words."""
