@@ -99,3 +99,41 @@ def test_save_is_atomic_and_magic_first(stored):
     _, path = stored
     assert path.read_bytes()[:8] == MAGIC
     assert not path.with_name(path.name + ".tmp").exists()
+
+
+def test_version_1_files_still_load(tmp_path):
+    """A version 1 file (the basic format, without the alternative sections) reads as such."""
+    import zlib
+    x = (torch.rand(200, 40) < 0.1).to(torch.float32)
+    path = tmp_path / "v1.ibp"
+    compress(x, extended=False).save(path)
+    raw = bytearray(path.read_bytes())
+    head_len = struct.unpack_from("<I", raw, 12)[0]
+    header = json.loads(raw[16:16 + head_len])
+    for name in ("kind_select_bits", "alt_masks", "alt_bitvals"):
+        del header["sections"][name]
+    del header["list_header"]
+    head = json.dumps(header).encode().ljust(head_len)
+    raw[8:12] = struct.pack("<I", 1)
+    raw[16:16 + head_len] = head
+    raw[16 + head_len:20 + head_len] = struct.pack("<I", zlib.crc32(head))
+    path.write_bytes(bytes(raw))
+    cm = load(path)
+    assert not cm.extended
+    assert_bits_equal(cm.decode(), x)
+
+
+def test_malformed_list_rows_are_refused(tmp_path):
+    x = np.zeros((300, 500), np.float32)
+    x[np.arange(300), np.arange(300) % 500] = 1.0  # one non-zero per row: list headers
+    cm = compress(x)
+    assert cm.list_header
+    for value in (np.iinfo(cm.payload.dtype).max, 0):  # too many entries; too few
+        bad = compress(x)
+        bad.payload[bad.row_offsets([5])[0][0]] = value  # the count field of row 5
+        bad.save(tmp_path / "bad.ibp")
+        with pytest.raises(StoreFileError, match="row 5"):
+            load(tmp_path / "bad.ibp")
+    good = tmp_path / "good.ibp"
+    cm.save(good)
+    assert_bits_equal(load(good).decode(), torch.from_numpy(x))

@@ -456,24 +456,27 @@ def _popcount(v):
 
 
 @nb.njit(inline="always")
-def _best_split(vals, leaf_of, leaf, sample, w):
+def _best_split(vals, leaf_of, leaf, sample, w, buf):
     """``(gain, bit)`` of the best split of ``leaf`` on one bit, judged on its first
-    ``sample`` members: the gain is the growth of (members x bits constant among them)."""
-    all_and = _ALL
-    all_or = _U0
+    ``sample`` members (copied into ``buf``): the gain is the growth of (members x bits
+    constant among them)."""
     n = 0
     for i in range(vals.shape[0]):
         if leaf_of[i] == leaf:
-            all_and &= vals[i]
-            all_or |= vals[i]
+            buf[n] = vals[i]
             n += 1
             if n == sample:
                 break
-    varying = (all_and ^ all_or) & _low(w)
     best_gain = 0
     best_bit = -1
     if n < 2:
         return best_gain, best_bit
+    all_and = _ALL
+    all_or = _U0
+    for i in range(n):
+        all_and &= buf[i]
+        all_or |= buf[i]
+    varying = (all_and ^ all_or) & _low(w)
     base = n * (w - _popcount(varying))
     todo = varying
     while todo:
@@ -484,11 +487,8 @@ def _best_split(vals, leaf_of, leaf, sample, w):
         and1 = _ALL
         or1 = _U0
         n1 = 0
-        seen = 0
-        for i in range(vals.shape[0]):
-            if leaf_of[i] != leaf:
-                continue
-            x = vals[i]
+        for i in range(n):
+            x = buf[i]
             if (x >> np.uint64(b)) & _U1:
                 and1 &= x
                 or1 |= x
@@ -496,9 +496,6 @@ def _best_split(vals, leaf_of, leaf, sample, w):
             else:
                 and0 &= x
                 or0 |= x
-            seen += 1
-            if seen == n:
-                break
         gain = (n1 * (w - _popcount((and1 ^ or1) & _low(w)))
                 + (n - n1) * (w - _popcount((and0 ^ or0) & _low(w))) - base)
         if gain > best_gain:
@@ -508,42 +505,55 @@ def _best_split(vals, leaf_of, leaf, sample, w):
 
 
 @nb.njit(inline="always")
-def _leaf_pattern(vals, leaf_of, leaf, w, taus, counts):
-    """The pattern of ``leaf``: majority bits of its members, masked to the bits whose
+def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_masks,
+                   out_bitvals):
+    """The pattern of every leaf: majority bits of its members, masked to the bits whose
     agreement reaches the threshold in ``taus`` that codes the members cheapest (members that
-    miss it are priced as whole chunks)."""
-    for b in range(w):
-        counts[b] = 0
-    n = 0
+    miss it are priced as whole chunks). Two passes over the members for all leaves."""
+    counts[:leaves, :w] = 0
+    sizes[:leaves] = 0
     for i in range(vals.shape[0]):
-        if leaf_of[i] == leaf:
-            n += 1
-            x = vals[i]
-            while x:
-                counts[_lowest_bit(x)] += 1
-                x &= x - _U1
-    majority = _U0
-    for b in range(w):
-        if 2 * counts[b] > n:
-            majority |= _U1 << np.uint64(b)
-    best_cost = -1
-    best_mask = _U0
-    for t in range(taus.shape[0]):
-        mask = _U0
+        leaf = leaf_of[i]
+        sizes[leaf] += 1
+        x = vals[i]
+        while x:
+            counts[leaf, _lowest_bit(x)] += 1
+            x &= x - _U1
+    nt = taus.shape[0]
+    for leaf in range(leaves):
+        n = sizes[leaf]
+        majority = _U0
         for b in range(w):
-            agree = max(counts[b], n - counts[b])
-            if agree >= taus[t] * n - 1e-9:
-                mask |= _U1 << np.uint64(b)
-        free = w - _popcount(mask)
-        matched = 0
-        for i in range(vals.shape[0]):
-            if leaf_of[i] == leaf and ((vals[i] ^ majority) & mask) == _U0:
-                matched += 1
-        cost = matched * free + (n - matched) * w
-        if best_cost < 0 or cost < best_cost:
-            best_cost = cost
-            best_mask = mask
-    return best_mask, majority & best_mask
+            if 2 * counts[leaf, b] > n:
+                majority |= _U1 << np.uint64(b)
+        out_bitvals[leaf] = majority
+        for t in range(nt):
+            mask = _U0
+            for b in range(w):
+                agree = max(counts[leaf, b], n - counts[leaf, b])
+                if agree >= taus[t] * n - 1e-9:
+                    mask |= _U1 << np.uint64(b)
+            out_masks[leaf * nt + t] = mask
+    matched[:leaves * nt] = 0
+    for i in range(vals.shape[0]):
+        leaf = leaf_of[i]
+        d = vals[i] ^ out_bitvals[leaf]
+        for t in range(nt):
+            if (d & out_masks[leaf * nt + t]) == _U0:
+                matched[leaf * nt + t] += 1
+    for leaf in range(leaves):
+        n = sizes[leaf]
+        best_cost = -1
+        best_mask = _U0
+        for t in range(nt):
+            mask = out_masks[leaf * nt + t]
+            m = matched[leaf * nt + t]
+            cost = m * (w - _popcount(mask)) + (n - m) * w
+            if best_cost < 0 or cost < best_cost:
+                best_cost = cost
+                best_mask = mask
+        out_masks[leaf] = best_mask  # leaf <= leaf * nt: entries still needed are not lost
+        out_bitvals[leaf] &= best_mask
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -551,7 +561,8 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
                         alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
     """Alternative patterns of every column for every candidate base pattern, and their cost.
 
-    ``words``: ``[n, >= C]`` chunks of the rows planned from; ``base_masks/base_bitvals``:
+    ``words``: ``[C, n]`` chunks of the rows planned from, column by column (each column's
+    chunks contiguous); ``base_masks/base_bitvals``:
     ``[B, C]`` candidate base patterns. For base ``a`` and column ``c`` the chunks that miss
     the base pattern ("the rest") are split greedily on single bits into up to 7 groups, each
     coded against its own pattern. Outputs: ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the
@@ -559,30 +570,49 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
     ``rest_cost[a, c, s]`` the bits the rest costs with them (selectors included);
     ``rest_count[a, c]`` and ``base_cost[a, c]`` (free bits of the chunks matching the base).
     """
-    n = words.shape[0]
+    n = words.shape[1]
     w = chunk_bits
     num_bases = base_masks.shape[0]
+    nt = taus.shape[0]
+    # a candidate equal to the one before it (common: sparse columns have the same mask at
+    # several thresholds) copies its results instead of repeating the search
+    first = np.empty((num_bases, num_chunks), np.int64)
+    for c in range(num_chunks):
+        first[0, c] = 0
+        for a in range(1, num_bases):
+            same = (base_masks[a, c] == base_masks[a - 1, c]
+                    and base_bitvals[a, c] == base_bitvals[a - 1, c])
+            first[a, c] = first[a - 1, c] if same else a
     for job in nb.prange(num_bases * num_chunks):
         a = job // num_chunks
         c = job - a * num_chunks
+        if first[a, c] != a:
+            continue
         bm = base_masks[a, c]
         bv = base_bitvals[a, c]
         base_free = w - _popcount(bm)
         rest = 0
         for i in range(n):
-            if (np.uint64(words[i, c]) & bm) != bv:
+            if (np.uint64(words[c, i]) & bm) != bv:
                 rest += 1
         rest_count[a, c] = rest
         base_cost[a, c] = (n - rest) * base_free
         vals = np.empty(rest, np.uint64)
         r = 0
         for i in range(n):
-            x = np.uint64(words[i, c])
+            x = np.uint64(words[c, i])
             if (x & bm) != bv:
                 vals[r] = x
                 r += 1
         leaf_of = np.zeros(rest, np.int64)
-        counts = np.zeros(64, np.int64)
+        counts = np.zeros((8, 64), np.int64)
+        sizes = np.zeros(8, np.int64)
+        matched = np.zeros(8 * nt, np.int64)
+        leaf_masks = np.zeros(8 * nt, np.uint64)
+        leaf_bitvals = np.zeros(8, np.uint64)
+        buf = np.empty(sample, np.uint64)
+        split_gain = np.zeros(8, np.int64)
+        split_bit = np.full(8, -2, np.int64)
         leaves = 1
         for s in range(MAX_SELECT_BITS + 1):
             slots = 1 << s
@@ -590,26 +620,31 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
             while leaves < target:
                 best_gain = 0
                 best_leaf = -1
-                best_bit = -1
                 for leaf in range(leaves):
-                    gain, bit = _best_split(vals, leaf_of, leaf, sample, w)
-                    if gain > best_gain:
-                        best_gain = gain
+                    if split_bit[leaf] == -2:  # leaves keep their best split until split
+                        split_gain[leaf], split_bit[leaf] = _best_split(vals, leaf_of, leaf,
+                                                                        sample, w, buf)
+                    if split_gain[leaf] > best_gain:
+                        best_gain = split_gain[leaf]
                         best_leaf = leaf
-                        best_bit = bit
                 if best_leaf < 0:
                     break
+                best_bit = split_bit[best_leaf]
                 for i in range(rest):
                     if leaf_of[i] == best_leaf and (vals[i] >> np.uint64(best_bit)) & _U1:
                         leaf_of[i] = leaves
+                split_bit[best_leaf] = -2
+                split_bit[leaves] = -2
                 leaves += 1
             for v in range(slots):
                 alt_masks[a, c, s, v] = _U0
                 alt_bitvals[a, c, s, v] = _U0
-            for leaf in range(min(leaves, target)):
-                m, b = _leaf_pattern(vals, leaf_of, leaf, w, taus, counts)
-                alt_masks[a, c, s, leaf] = m
-                alt_bitvals[a, c, s, leaf] = b
+            if target and rest:
+                _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched,
+                               leaf_masks, leaf_bitvals)
+                for leaf in range(min(leaves, target)):
+                    alt_masks[a, c, s, leaf] = leaf_masks[leaf]
+                    alt_bitvals[a, c, s, leaf] = leaf_bitvals[leaf]
             total = 0
             for i in range(rest):
                 x = vals[i]
@@ -620,3 +655,14 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
                         best = min(best, w - _popcount(m))
                 total += s + best
             rest_cost[a, c, s] = total
+    for c in range(num_chunks):
+        for a in range(num_bases):
+            f = first[a, c]
+            if f != a:
+                rest_count[a, c] = rest_count[f, c]
+                base_cost[a, c] = base_cost[f, c]
+                for s in range(MAX_SELECT_BITS + 1):
+                    rest_cost[a, c, s] = rest_cost[f, c, s]
+                    for v in range(1 << s):
+                        alt_masks[a, c, s, v] = alt_masks[f, c, s, v]
+                        alt_bitvals[a, c, s, v] = alt_bitvals[f, c, s, v]

@@ -165,7 +165,7 @@ def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: in
 BASE_THRESHOLDS = (0.5, 0.9, 0.99, 1.0)
 #: Agreement a bit needs within a group of chunks to join that group's pattern.
 GROUP_THRESHOLDS = (1.0, 0.99, 0.95, 0.9)
-DISCOVERY_ROWS = 8192
+DISCOVERY_ROWS = 4096
 SPLIT_SAMPLE = 64
 
 
@@ -281,7 +281,8 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
     rest_cost = np.zeros((len(ts), c, levels), np.int64)
     rest_count = np.zeros((len(ts), c), np.int64)
     base_cost = np.zeros((len(ts), c), np.int64)
-    _kernels.column_alternatives(sample.view(wd), c, w, base_masks, base_bitvals,
+    columns = np.ascontiguousarray(sample.view(wd)[:, :c].T)  # each column's chunks together
+    _kernels.column_alternatives(columns, c, w, base_masks, base_bitvals,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())

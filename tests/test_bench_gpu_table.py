@@ -1,0 +1,18 @@
+"""The GPU benchmark's summary table, from a made-up result (runs without a GPU)."""
+from ibp_gnn.bench_gpu import _table
+
+
+def test_table_lists_every_column():
+    gbps = {"logical_GBps": 40.0, "physical_GBps": 8.0, "seconds": 1.0}
+    d = {"dataset": "normalized/cora", "ratio": 5.0, "ibp_pinned_unsorted": gbps,
+         "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
+         "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
+         "raw_unsorted": {"GBps": 20.0}, "raw_same_size_unsorted": {"GBps": 9.0},
+         "torch_cpu_index_select_to_cuda": {"GBps": 2.0}}
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0},
+           "raw_rows": [{"row_bytes": 64, "unsorted_GBps": 1.0, "sorted_GBps": 2.0}],
+           "datasets": [d, {"dataset": "broken", "error": "boom"}]}
+    text = _table(res)
+    assert "test card" in text and "error: boom" in text
+    row = next(line for line in text.splitlines() if line.startswith("normalized/cora"))
+    assert row.split()[-2:] == ["10.0", "0.80"]
