@@ -305,6 +305,16 @@ def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done
     return bits, listed_done
 
 
+@nb.njit(inline="always")
+def _stream_start(payload, base, list_header, count_bits, pos_bits, w):
+    """``(listed, pos)``: a list header's entry count (0 for a bitmap) and the stream bit where
+    the segments begin."""
+    if not list_header:
+        return 0, 0
+    listed = np.int64(_read(payload, base, 0, count_bits, w))
+    return listed, count_bits + listed * pos_bits
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
                 pat_bitval, pat_free, run_start, run_len, run_count, list_header, segment_free,
@@ -335,11 +345,7 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
         for u in range(units):
             out[i, u] = bitval_row[u]
         base = start + header
-        listed = 0
-        pos = 0
-        if list_header:
-            listed = np.int64(_read(payload, base, 0, count_bits, w))
-            pos = count_bits + listed * pos_bits
+        listed, pos = _stream_start(payload, base, list_header, count_bits, pos_bits, w)
         listed_done = 0
         for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
             c0 = g * SEGMENT
@@ -400,12 +406,9 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
             return i
         base = start + header
         avail = (length - header) * w
-        pos = 0
-        listed = 0
+        listed, pos = _stream_start(payload, base, list_header, count_bits, pos_bits, w)
         prev = -1
         if list_header:
-            listed = np.int64(_read(payload, base, 0, count_bits, w))
-            pos = count_bits + listed * pos_bits
             if listed > num_chunks or pos > avail:
                 return i
             for e in range(listed):
