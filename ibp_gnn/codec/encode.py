@@ -50,10 +50,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
-    lengths = np.empty(n, np.int64)
-    for lo, block in row_blocks(byte_rows, block_bytes):
-        _kernels.row_words(block.view(wd), c, w, kinds, sel, alt_start, pat_mask, pat_bitval,
-                           pat_free, plan.list_header, lengths[lo:lo + len(block)])
+    lengths = stored_row_words(byte_rows, proto, block_bytes)
     if n and lengths.min() < 0:
         bad = int(np.argmax(lengths < 0))
         raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
@@ -76,6 +73,21 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
             payload[lo * c:(lo + len(block)) * c] = block.view(wd)[:, :c].reshape(-1)
     cm.compress_seconds = time.perf_counter() - t0
     return cm
+
+
+def stored_row_words(byte_rows: np.ndarray, proto: CompressedMatrix,
+                     block_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
+    """Stored length in words of every row (``[N, row_bytes]`` uint8) under the patterns of
+    ``proto``, int64 ``[N]``; -1 for a row that no pattern set can encode."""
+    w = proto.chunk_bits
+    kinds = proto.column_kind_ids()
+    pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
+    lengths = np.empty(len(byte_rows), np.int64)
+    for lo, block in row_blocks(byte_rows, block_bytes):
+        _kernels.row_words(block.view(WORD_DTYPES[w]), proto.num_chunks, w, kinds, sel,
+                           alt_start, pat_mask, pat_bitval, pat_free, proto.list_header,
+                           lengths[lo:lo + len(block)])
+    return lengths
 
 
 def allocate_payload(allocator: Allocator | None, words: int, word_dtype) -> np.ndarray:

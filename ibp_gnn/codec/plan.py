@@ -236,25 +236,11 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
 
 def exact_bytes(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
     """Stored payload bytes of ``byte_rows`` under ``plan`` (rows raw where that is smaller)."""
-    from .container import column_kinds
+    from .encode import build_matrix, stored_row_words  # encode builds on this module
     w = plan.chunk_bits
-    kinds = column_kinds(plan.mask, plan.bitval, plan.select_bits, plan.alt_masks,
-                         plan.alt_bitvals)
-    kind_masks, kind_bitvals, packed, kind_bits, sel, alt_masks, alt_bitvals = kinds
-    from .container import unpack_kinds
-    ids = unpack_kinds(packed, kind_bits, plan.num_chunks)
-    mask = np.concatenate([kind_masks, alt_masks]).astype(np.uint64)
-    bitval = np.concatenate([kind_bitvals, alt_bitvals]).astype(np.uint64)
-    free = w - popcount(mask)
-    sel = sel.astype(np.int64)
-    alt_start = np.concatenate([[0], np.cumsum(1 << sel)[:-1]]).astype(np.int64)
-    total = 0
-    for _, block in row_blocks(byte_rows, block_bytes):
-        lengths = np.empty(len(block), np.int64)
-        _kernels.row_words(block.view(WORD_DTYPES[w]), plan.num_chunks, w, ids, sel, alt_start,
-                           mask, bitval, free, plan.list_header, lengths)
-        total += int(lengths.sum())
-    return total * (w // 8)
+    proto = build_matrix(plan, byte_rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
+                         np.zeros(1, np.int64))
+    return int(stored_row_words(byte_rows, proto, block_bytes).sum()) * (w // 8)
 
 
 def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold: float, *,
