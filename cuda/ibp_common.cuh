@@ -12,18 +12,63 @@ typedef unsigned long long u64;
 
 template <typename Word> struct WordOps;
 
+template <> struct WordOps<u16> {
+  static constexpr int BITS = 16;
+  static __device__ __forceinline__ int popc(u16 x) { return __popc((u32)x); }
+  static __device__ __forceinline__ int ctz(u16 x) { return __ffs((int)x) - 1; }
+  // There is no 16-bit atomicOr: OR into the aligned 32-bit word holding *p (little-endian),
+  // so buffers of 16-bit words must be 4-byte aligned and padded to an even length.
+  static __device__ __forceinline__ void atomic_or(u16* p, u16 v) {
+    const u64 a = (u64)p;
+    atomicOr(reinterpret_cast<u32*>(a & ~(u64)3), (u32)v << ((a & 2) ? 16 : 0));
+  }
+};
+
 template <> struct WordOps<u32> {
   static constexpr int BITS = 32;
   static __device__ __forceinline__ int popc(u32 x) { return __popc(x); }
   // index of the lowest set bit; x != 0
   static __device__ __forceinline__ int ctz(u32 x) { return __ffs((int)x) - 1; }
+  static __device__ __forceinline__ void atomic_or(u32* p, u32 v) { atomicOr(p, v); }
 };
 
 template <> struct WordOps<u64> {
   static constexpr int BITS = 64;
   static __device__ __forceinline__ int popc(u64 x) { return __popcll(x); }
   static __device__ __forceinline__ int ctz(u64 x) { return __ffsll((long long)x) - 1; }
+  static __device__ __forceinline__ void atomic_or(u64* p, u64 v) { atomicOr(p, v); }
 };
+
+// Column patterns (docs/format.md): the base pattern of column j is mask[j]/bitval[j]; a chunk
+// that misses it reads sel[j] selector bits v and uses alternative alt_mask/alt_bitval
+// [alt_base[j] + v] (an empty mask: the chunk is stored whole).
+template <typename Word>
+struct Patterns {
+  const Word* mask;
+  const Word* bitval;
+  const u8* sel;
+  const unsigned* alt_base;
+  const Word* alt_mask;
+  const Word* alt_bitval;
+};
+
+// Bits j0 .. j0+31 of a bitmap header (bit j is bit j % W of word j / W), bit k of the result
+// for chunk j0 + k; bits for chunks >= C are zero. j0 is a multiple of 32, so a round lies
+// within one header word for W >= 32 and spans two 16-bit words.
+template <typename Word>
+__device__ __forceinline__ unsigned header_round(const Word* header, long long j0, long long C) {
+  constexpr int W = WordOps<Word>::BITS;
+  unsigned bits = 0;
+#pragma unroll
+  for (int k = 0; k < 32; k += (W < 32 ? W : 32)) {
+    if (j0 + k < C) {
+      const long long j = j0 + k;
+      bits |= (unsigned)(u32)(header[j / W] >> (int)(j % W)) << k;
+    }
+  }
+  const long long left = C - j0;
+  return left >= 32 ? bits : bits & ((1u << (int)left) - 1u);
+}
 
 // Shifts that are defined for every count in [0, BITS]: C++ leaves a shift by the full width
 // undefined, and a chunk whose mask is all zero has a run of exactly BITS free bits.

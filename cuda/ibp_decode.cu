@@ -26,19 +26,6 @@ __device__ __forceinline__ Word read_bits(const Word* stream, u64 off, int n) {
   return (Word)(top >> (W - n));
 }
 
-// Column patterns (docs/format.md): the base pattern of column j is mask[j]/bitval[j]; a chunk
-// that misses it reads sel[j] selector bits v and uses alternative alt_mask/alt_bitval
-// [alt_base[j] + v] (an empty mask: the chunk is stored whole).
-template <typename Word>
-struct Patterns {
-  const Word* mask;
-  const Word* bitval;
-  const u8* sel;
-  const unsigned* alt_base;
-  const Word* alt_mask;
-  const Word* alt_bitval;
-};
-
 // Bit `lane` set when chunk j0 + lane is listed in a list header: a round's entries are the
 // next ones of the ascending list, at most 32. Advances *done past them.
 template <typename Word>
@@ -85,10 +72,8 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
       nonbase = (int)((listed_in_round<Word>(stream, listed, &done, j0, count_bits, pos_bits,
                                              lane) >> lane) & 1u);
     } else {
-      // A round never spans two header words: j0 is a multiple of 32 and W is 32 or 64. All
-      // lanes read the same word, a single broadcast transaction.
-      const Word hw = src[j0 / W];
-      nonbase = active && !((hw >> ((int)(j0 % W) + lane)) & (Word)1);
+      // All lanes read the same one or two words: broadcast transactions.
+      nonbase = active && !((header_round<Word>(src, j0, C) >> lane) & 1u);
     }
     const int s = nonbase ? (int)__ldg(pat.sel + j) : 0;
     const int sel_incl = warp_inclusive_scan(s, lane);
@@ -233,6 +218,10 @@ __device__ __forceinline__ void ibp_gather_decode(
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}
+IBP_DECODE_KERNEL(ibp_decode_w16_i32_o16, u16, int, u16)
+IBP_DECODE_KERNEL(ibp_decode_w16_i64_o16, u16, long long, u16)
+IBP_DECODE_KERNEL(ibp_decode_w16_i32_o32, u16, int, u32)
+IBP_DECODE_KERNEL(ibp_decode_w16_i64_o32, u16, long long, u32)
 IBP_DECODE_KERNEL(ibp_decode_w32_i32_o16, u32, int, u16)
 IBP_DECODE_KERNEL(ibp_decode_w32_i64_o16, u32, long long, u16)
 IBP_DECODE_KERNEL(ibp_decode_w64_i32_o16, u64, int, u16)

@@ -1,55 +1,123 @@
-// IBP encoder on the GPU, bit-identical to the CPU encoder for the same plan (mask, bitval,
-// chunk width): the encoding of a row is fully determined by the plan (docs/format.md).
-// Two passes, one warp per row: row lengths (for the offsets), then the rows themselves.
-// Input rows are dense [n, row_bytes] in device memory.
+// IBP encoder on the GPU, bit-identical to the CPU encoder for the same plan: the encoding of a
+// row is fully determined by the plan (docs/format.md: base patterns, selector bits and
+// alternatives per column, bitmap or list header). Two passes, one warp per row and one lane
+// per chunk: row lengths (for the offsets), then the rows themselves. Input rows are dense
+// [n, row_bytes] in device memory.
 #include "ibp_common.cuh"
 
 #ifndef IBP_ENCODE_THREADS
 #define IBP_ENCODE_THREADS 256
 #endif
 
-// Stored length in words of each row: header + stream words, or C when that is not shorter.
+// How chunk j is coded: against its base pattern, or against the alternative `slot` (the
+// matching one with the fewest free bits, the lowest slot on ties, as the CPU encoder picks);
+// slot -1 when no pattern of the column matches (a plan that cannot encode the row).
+template <typename Word>
+struct ChunkCode {
+  bool base;
+  int slot;
+  int sel_bits;
+  Word mask;
+};
+
+template <typename Word>
+__device__ __forceinline__ ChunkCode<Word> code_chunk(const Patterns<Word>& pat, long long j,
+                                                      Word c) {
+  constexpr int W = WordOps<Word>::BITS;
+  ChunkCode<Word> out = {true, 0, 0, __ldg(pat.mask + j)};
+  if ((Word)(c & out.mask) == __ldg(pat.bitval + j)) return out;
+  out.base = false;
+  out.slot = -1;
+  out.sel_bits = (int)__ldg(pat.sel + j);
+  const unsigned a0 = __ldg(pat.alt_base + j);
+  int best_free = W + 1;
+  for (int v = 0; v < (1 << out.sel_bits); ++v) {
+    const Word m = __ldg(pat.alt_mask + a0 + v);
+    const int f = W - WordOps<Word>::popc(m);
+    if ((Word)(c & m) == __ldg(pat.alt_bitval + a0 + v) && f < best_free) {
+      best_free = f;
+      out.slot = v;
+      out.mask = m;
+    }
+  }
+  return out;
+}
+
+// OR the n low bits of v (n in [1, W]) into the stream at bit `off` (words fill from the top).
+// Lanes share stream words, hence atomics on a zero-filled buffer.
+template <typename Word>
+__device__ __forceinline__ void put_bits(Word* stream, u64 off, Word v, int n) {
+  constexpr int W = WordOps<Word>::BITS;
+  const u64 wi = off / W;
+  const int sh = (int)(off % W);
+  if (sh + n <= W) {
+    WordOps<Word>::atomic_or(stream + wi, (Word)(v << (W - sh - n)));   // shift in [0, W-1]
+  } else {
+    const int spill = sh + n - W;                                        // in [1, W-1]
+    WordOps<Word>::atomic_or(stream + wi, (Word)(v >> spill));
+    WordOps<Word>::atomic_or(stream + wi + 1, (Word)(v << (W - spill)));
+  }
+}
+
+__device__ __forceinline__ void list_bits(long long C, int* count_bits, int* pos_bits) {
+  *count_bits = 0;
+  *pos_bits = 1;
+  for (long long v = C; v > 0; v >>= 1) ++*count_bits;
+  for (long long v = C - 1; v > 1; v >>= 1) ++*pos_bits;
+}
+
+// Stored length in words of each row: header + stream words, or C when that is not shorter;
+// -1 for a row with a chunk no pattern of its column matches.
 template <typename Word>
 __device__ __forceinline__ void ibp_row_words(const u8* __restrict__ x, long long n,
                                               long long row_bytes, int unit,
-                                              const Word* __restrict__ mask,
-                                              const Word* __restrict__ bitval, long long C,
-                                              long long* __restrict__ lengths) {
+                                              const Patterns<Word> pat, int list_header,
+                                              long long C, long long* __restrict__ lengths) {
   constexpr int W = WordOps<Word>::BITS;
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
-  const long long H = (C + W - 1) / W;
+  const long long H = list_header ? 0 : (C + W - 1) / W;
+  int count_bits, pos_bits;
+  list_bits(C, &count_bits, &pos_bits);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {
     const u8* row = x + r * row_bytes;
     u64 bits = 0;
+    bool ok = true;
     for (long long j = lane; j < C; j += 32) {
       const Word c = load_chunk<Word>(row, j, row_bytes, unit);
-      const Word m = __ldg(mask + j);
-      bits += ((c & m) == __ldg(bitval + j)) ? (u64)(W - WordOps<Word>::popc(m)) : (u64)W;
+      const ChunkCode<Word> code = code_chunk<Word>(pat, j, c);
+      bits += (u64)(W - WordOps<Word>::popc(code.mask));
+      if (!code.base) {
+        ok = ok && code.slot >= 0;
+        bits += (u64)code.sel_bits + (list_header ? (u64)pos_bits : 0);
+      }
     }
 #pragma unroll
     for (int d = 16; d > 0; d >>= 1) bits += __shfl_xor_sync(IBP_FULL_MASK, bits, d);
+    const bool bad = __ballot_sync(IBP_FULL_MASK, !ok) != 0;
     if (lane == 0) {
+      if (list_header) bits += (u64)count_bits;
       const long long words = H + (long long)((bits + W - 1) / W);
-      lengths[r] = words < C ? words : C;
+      lengths[r] = bad ? -1 : (words < C ? words : C);
     }
   }
 }
 
 // Write rows into `out` (zero-filled by the caller) at word offsets `offsets[r]` (relative to
-// `out`, [n + 1]). A raw row is exactly the rows whose length is C.
+// `out`, [n + 1]). A raw row is exactly a row whose length is C.
 template <typename Word>
 __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long long n,
                                                 long long row_bytes, int unit,
-                                                const Word* __restrict__ mask,
-                                                const Word* __restrict__ bitval, long long C,
-                                                const long long* __restrict__ offsets,
+                                                const Patterns<Word> pat, int list_header,
+                                                long long C, const long long* __restrict__ offsets,
                                                 Word* __restrict__ out) {
   constexpr int W = WordOps<Word>::BITS;
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
-  const long long H = (C + W - 1) / W;
+  const long long H = list_header ? 0 : (C + W - 1) / W;
+  int count_bits, pos_bits;
+  list_bits(C, &count_bits, &pos_bits);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {
     const u8* row = x + r * row_bytes;
@@ -57,42 +125,73 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
     const long long len = __ldg(offsets + r + 1) - start;
     Word* dst = out + start;
     if (len == C) {
-      for (long long j = lane; j < C; j += 32) dst[j] = load_chunk<Word>(row, j, row_bytes, unit);
+      for (long long j = lane; j < C; j += 32) {
+        const Word c = load_chunk<Word>(row, j, row_bytes, unit);
+        // 16-bit words are ORed in through 32-bit atomics that may cover a neighbouring
+        // row's word: a plain store here could race with them.
+        if (W < 32) WordOps<Word>::atomic_or(dst + j, c);
+        else dst[j] = c;
+      }
       continue;
     }
     Word* stream = dst + H;
     u64 bitpos = 0;
+    if (list_header) {  // the count first: one extra pass over the row's header decisions
+      long long listed = 0;
+      for (long long j0 = 0; j0 < C; j0 += 32) {
+        const long long j = j0 + lane;
+        bool miss = false;
+        if (j < C) {
+          const Word c = load_chunk<Word>(row, j, row_bytes, unit);
+          miss = (Word)(c & __ldg(pat.mask + j)) != __ldg(pat.bitval + j);
+        }
+        listed += __popc(__ballot_sync(IBP_FULL_MASK, miss));
+      }
+      if (lane == 0 && count_bits) put_bits<Word>(stream, 0, (Word)listed, count_bits);
+      bitpos = (u64)count_bits + (u64)listed * pos_bits;
+    }
+    long long listed_done = 0;
     for (long long j0 = 0; j0 < C; j0 += 32) {
       const long long j = j0 + lane;
       const bool active = j < C;
-      Word c = 0, m = 0;
-      bool match = false;
+      Word c = 0;
+      ChunkCode<Word> code = {true, 0, 0, 0};
       if (active) {
         c = load_chunk<Word>(row, j, row_bytes, unit);
-        m = __ldg(mask + j);
-        match = (c & m) == __ldg(bitval + j);
+        code = code_chunk<Word>(pat, j, c);
       }
-      // Header bit j % W of word j / W; a round lies within one header word (see decoder).
-      const u32 ballot = __ballot_sync(IBP_FULL_MASK, match);
-      if (lane == 0 && ballot) atomicOr(dst + j0 / W, (Word)((Word)ballot << (j0 % W)));
-      const int nbits = active ? (match ? W - WordOps<Word>::popc(m) : W) : 0;
-      const Word v = match ? extract_bits<Word>(c, (Word)~m) : c;
+      const bool nonbase = active && !code.base;
+      if (list_header) {
+        const unsigned listed = __ballot_sync(IBP_FULL_MASK, nonbase);
+        if (nonbase) {
+          const long long e = listed_done + __popc(listed & ((1u << lane) - 1u));
+          put_bits<Word>(stream, (u64)count_bits + (u64)e * pos_bits, (Word)j, pos_bits);
+        }
+        listed_done += __popc(listed);
+      } else {
+        // Header bit j % W of word j / W: a round fills part of one word, or two 16-bit words.
+        const unsigned matched = __ballot_sync(IBP_FULL_MASK, active && code.base);
+        if (lane == 0) {
+          for (int k = 0; k < 32; k += (W < 32 ? W : 32)) {
+            const unsigned part = W < 32 ? (matched >> k) & ((1u << (W & 31)) - 1u)
+                                         : matched >> k;
+            if (part) WordOps<Word>::atomic_or(dst + (j0 + k) / W,
+                                               (Word)((Word)part << (int)((j0 + k) % W)));
+          }
+        }
+      }
+      const int s = nonbase ? code.sel_bits : 0;
+      const int sel_incl = warp_inclusive_scan(s, lane);
+      const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, 31);
+      if (s) put_bits<Word>(stream, bitpos + (u64)(sel_incl - s), (Word)code.slot, s);
+      const int nbits = active ? W - WordOps<Word>::popc(code.mask) : 0;
       const int incl = warp_inclusive_scan(nbits, lane);
       const int round_bits = __shfl_sync(IBP_FULL_MASK, incl, 31);
       if (nbits > 0) {
-        // Several lanes share a stream word, hence the atomics on a zero-filled buffer.
-        const u64 off = bitpos + (u64)(incl - nbits);
-        const u64 wi = off / W;
-        const int sh = (int)(off % W);
-        if (sh + nbits <= W) {
-          atomicOr(stream + wi, (Word)(v << (W - sh - nbits)));   // shift in [0, W-1]
-        } else {
-          const int spill = sh + nbits - W;                        // in [1, W-1]
-          atomicOr(stream + wi, (Word)(v >> spill));
-          atomicOr(stream + wi + 1, (Word)(v << (W - spill)));
-        }
+        const Word v = extract_bits<Word>(c, (Word)~code.mask);
+        put_bits<Word>(stream, bitpos + (u64)sel_total + (u64)(incl - nbits), v, nbits);
       }
-      bitpos += (u64)round_bits;
+      bitpos += (u64)sel_total + (u64)round_bits;
     }
   }
 }
@@ -100,14 +199,20 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
 #define IBP_ENCODE_KERNELS(SUFFIX, WORD)                                                       \
   extern "C" __global__ void __launch_bounds__(IBP_ENCODE_THREADS) ibp_row_words_##SUFFIX(     \
       const u8* x, long long n, long long row_bytes, int unit, const WORD* mask,               \
-      const WORD* bitval, long long C, long long* lengths) {                                   \
-    ibp_row_words<WORD>(x, n, row_bytes, unit, mask, bitval, C, lengths);                      \
+      const WORD* bitval, const u8* sel, const unsigned* alt_base, const WORD* alt_mask,       \
+      const WORD* alt_bitval, int list_header, long long C, long long* lengths) {              \
+    const Patterns<WORD> pat = {mask, bitval, sel, alt_base, alt_mask, alt_bitval};           \
+    ibp_row_words<WORD>(x, n, row_bytes, unit, pat, list_header, C, lengths);                  \
   }                                                                                            \
   extern "C" __global__ void __launch_bounds__(IBP_ENCODE_THREADS) ibp_encode_rows_##SUFFIX(   \
       const u8* x, long long n, long long row_bytes, int unit, const WORD* mask,               \
-      const WORD* bitval, long long C, const long long* offsets, WORD* out) {                  \
-    ibp_encode_rows<WORD>(x, n, row_bytes, unit, mask, bitval, C, offsets, out);               \
+      const WORD* bitval, const u8* sel, const unsigned* alt_base, const WORD* alt_mask,       \
+      const WORD* alt_bitval, int list_header, long long C, const long long* offsets,          \
+      WORD* out) {                                                                             \
+    const Patterns<WORD> pat = {mask, bitval, sel, alt_base, alt_mask, alt_bitval};           \
+    ibp_encode_rows<WORD>(x, n, row_bytes, unit, pat, list_header, C, offsets, out);           \
   }
 
+IBP_ENCODE_KERNELS(w16, u16)
 IBP_ENCODE_KERNELS(w32, u32)
 IBP_ENCODE_KERNELS(w64, u64)

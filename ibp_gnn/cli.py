@@ -19,8 +19,8 @@ from .matrix_io import read_compressed_or_matrix, read_matrix
 def _chunk_bits(value: str):
     if value == "auto":
         return value
-    if value not in ("32", "64"):
-        raise argparse.ArgumentTypeError("chunk width must be auto, 32 or 64")
+    if value not in ("16", "32", "64"):
+        raise argparse.ArgumentTypeError("chunk width must be auto, 16, 32 or 64")
     return int(value)
 
 

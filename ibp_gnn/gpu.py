@@ -29,6 +29,7 @@ import torch
 
 from .codec import CompressedMatrix
 from .codec import dtypes as _dtypes
+from .codec.container import WORD_DTYPES
 from .codec.encode import build_matrix, raw_layout_pays
 
 ENV_CUDA_DIR = "IBP_GNN_CUDA_DIR"
@@ -464,7 +465,7 @@ def column_alternatives(cm: CompressedMatrix):
     alternative patterns (``[A]`` words), as the decode kernel reads them."""
     kinds = cm.column_kind_ids()
     _, _, _, sel, alt_start = cm.patterns()
-    wd = np.uint32 if cm.chunk_bits == 32 else np.uint64
+    wd = WORD_DTYPES[cm.chunk_bits]
     return (np.ascontiguousarray(sel[kinds].astype(np.uint8)),
             np.ascontiguousarray(alt_start[kinds].astype(np.uint32)),
             np.ascontiguousarray(cm.alt_masks.astype(wd)),
@@ -519,7 +520,7 @@ class DeviceCompressedMatrix:
         self._offset_bits = lo.dtype.itemsize * 8
         self._offset_lo = _small_to_device(lo, self.device)
         self._block_base = _small_to_device(block_base.astype(np.uint64, copy=False), self.device)
-        wd = np.uint32 if ws == 4 else np.uint64
+        wd = WORD_DTYPES[cm.chunk_bits]
         self._mask = _small_to_device(np.asarray(cm.mask).astype(wd, copy=False), self.device)
         self._bitval = _small_to_device(np.asarray(cm.bitval).astype(wd, copy=False), self.device)
         self._sel, self._alt_base, self._alt_mask, self._alt_bitval = (
@@ -658,18 +659,20 @@ def _byte_rows_any(x):
 
 def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=None,
                     block_bytes: int = 256 << 20, **plan_kwargs) -> CompressedMatrix:
-    """Compress ``x`` on the GPU; the result is identical (payload, offsets, mask, bitval) to
+    """Compress ``x`` on the GPU; the result is identical (payload, offsets, patterns) to
     ``ibp_gnn.compress(x, plan=plan)``.
 
-    The plan (chunk width, mask, bitval) comes from ``plan`` or from the CPU planner
-    (``choose_plan``, which samples rows); only the encoding runs on the GPU. ``x`` may be a CPU
+    The plan (chunk width, patterns, header kind; basic or extended format) comes from ``plan``
+    or from the CPU planner (``choose_plan``, which samples rows); only the encoding runs on
+    the GPU. ``x`` may be a CPU
     array/tensor (copied to the device in blocks of about ``block_bytes``, twice: once for the
     row lengths, once to encode) or a CUDA tensor (used in place). ``allocator`` as in
     ``compress``: the payload is written straight into the buffer it returns.
     """
     import time
 
-    from .codec.container import WORD_DTYPES, _default_allocator
+    from .codec.container import _default_allocator
+    from .codec.dtypes import itemsize
     from .codec.encode import compress as cpu_compress
     from .codec.plan import DEFAULT_SAMPLE_ROWS, choose_plan
 
@@ -678,6 +681,7 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
         x.device if isinstance(x, torch.Tensor) and x.is_cuda else None))
     rows, name, row_shape = _byte_rows_any(x)
     n, rb = int(rows.shape[0]), int(rows.shape[1])
+    plan_kwargs.setdefault("element_bytes", itemsize(name))
     if plan is None:
         sample_rows = plan_kwargs.pop("sample_rows", DEFAULT_SAMPLE_ROWS)
         seed = plan_kwargs.get("seed", 0)
@@ -705,8 +709,11 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
     c = -(-rb // ws)
     if plan.num_chunks != c:
         raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
-    mask = _small_to_device(np.asarray(plan.mask).astype(wd), device)
-    bitval = _small_to_device(np.asarray(plan.bitval).astype(wd), device)
+    proto = build_matrix(plan, (n,) + row_shape, name, np.zeros(0, wd), np.zeros(1, np.int64))
+    patterns = [_small_to_device(np.asarray(a).astype(wd), device)
+                for a in (plan.mask, plan.bitval)]
+    patterns += [_small_to_device(a, device) for a in column_alternatives(proto)]
+    list_header = _i32(int(plan.list_header))
     unit = _unit(rb, ws)
     step = max(1, block_bytes // rb)
     warps = ENCODE_THREADS // 32
@@ -730,8 +737,12 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
         m = int(blk.shape[0])
         grid = _grid(device, m, warps, ENCODE_THREADS)
         _launch(k_len, device, grid, ENCODE_THREADS,
-                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), _ptr(mask), _ptr(bitval), _i64(c),
-                 _u64(lengths.data_ptr() + 8 * lo)))
+                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), *map(_ptr, patterns), list_header,
+                 _i64(c), _u64(lengths.data_ptr() + 8 * lo)))
+    if n and int(lengths.min()) < 0:
+        bad = int(torch.argmax((lengths < 0).to(torch.int8)))
+        raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
+                         f"(a plan needs an empty-mask alternative for every column)")
     offsets_dev = torch.zeros(n + 1, dtype=torch.int64, device=device)
     torch.cumsum(lengths, 0, out=offsets_dev[1:])
     offsets = offsets_dev.cpu().numpy()
@@ -746,17 +757,19 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
         raise ValueError(f"allocator must return a writable uint8 array of at least "
                          f"{total * ws} bytes")
     payload = buf[:total * ws].view(wd)
-    host_words = torch.from_numpy(payload.view(np.int32 if ws == 4 else np.int64))
+    signed = {2: torch.int16, 4: torch.int32, 8: torch.int64}[ws]
+    host_words = torch.from_numpy(payload.view(f"i{ws}"))
     for lo, blk in blocks():
         m = int(blk.shape[0])
         o0, o1 = int(offsets[lo]), int(offsets[lo + m])
         rel = (offsets_dev[lo:lo + m + 1] - o0).contiguous()
-        words = torch.zeros(o1 - o0, dtype=torch.int32 if ws == 4 else torch.int64, device=device)
+        # 16-bit words are written through 32-bit atomics: keep the buffer an even length
+        words = torch.zeros(o1 - o0 + (o1 - o0) % 2, dtype=signed, device=device)
         grid = _grid(device, m, warps, ENCODE_THREADS)
         _launch(k_enc, device, grid, ENCODE_THREADS,
-                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), _ptr(mask), _ptr(bitval), _i64(c),
-                 _ptr(rel), _ptr(words)))
-        host_words[o0:o1].copy_(words)
+                (_ptr(blk), _i64(m), _i64(rb), _i32(unit), *map(_ptr, patterns), list_header,
+                 _i64(c), _ptr(rel), _ptr(words)))
+        host_words[o0:o1].copy_(words[:o1 - o0])
     torch.cuda.current_stream(device).synchronize()
     return build_matrix(plan, (n,) + row_shape, name, payload, offsets,
                         time.perf_counter() - t0)

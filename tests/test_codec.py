@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -6,10 +8,10 @@ from hypothesis import strategies as st
 
 from ibp_gnn.codec import SUPPORTED_DTYPES, compress, load, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
-from ibp_gnn.codec.plan import Plan
+from ibp_gnn.codec.plan import Plan, choose_plan
 
 from conftest import assert_bits_equal
-from ibp_gnn.codec.container import split_offsets
+from ibp_gnn.codec.container import WORD_DTYPES, split_offsets
 from reference_codec import chunk_values, encode as reference_encode
 
 FLOAT_SPECIALS = {
@@ -62,7 +64,7 @@ def make_matrix(dtype: str, shape, pattern: str, seed: int) -> torch.Tensor:
 @given(dtype=st.sampled_from(SUPPORTED_DTYPES),
        rows=st.integers(0, 40), dims=st.lists(st.integers(0, 23), min_size=0, max_size=2),
        pattern=st.sampled_from(["random", "sparse", "equal_rows", "narrow", "specials"]),
-       chunk_bits=st.sampled_from(["auto", 32, 64]), seed=st.integers(0, 2**16))
+       chunk_bits=st.sampled_from(["auto", 16, 32, 64]), seed=st.integers(0, 2**16))
 def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_bits, seed):
     x = make_matrix(dtype, (rows, *dims), pattern, seed)
     before = x.clone()
@@ -111,7 +113,7 @@ def test_round_trip_matches_reference_layout(dtype, rows, dims, pattern, chunk_b
 @pytest.mark.parametrize("pattern", ["specials", "sparse", "narrow"])
 def test_every_dtype_round_trips(dtype, pattern):
     x = make_matrix(dtype, (257, 19), pattern, seed=1)
-    for chunk_bits in (32, 64):
+    for chunk_bits in (16, 32, 64):
         cm = compress(x, chunk_bits=chunk_bits)
         assert_bits_equal(cm.decode(), x)
         assert cm.decode().dtype == x.dtype
@@ -194,7 +196,7 @@ def test_unsupported_input_is_refused():
     with pytest.raises(ValueError, match="scalar"):
         compress(np.float32(1.0))
     with pytest.raises(ValueError, match="chunk_bits"):
-        compress(np.zeros((3, 2), np.float32), chunk_bits=16)
+        compress(np.zeros((3, 2), np.float32), chunk_bits=48)
     with pytest.raises(ValueError, match="thresholds"):
         compress(np.zeros((3, 2), np.float32), thresholds=(0.2,))
 
@@ -291,7 +293,7 @@ def random_plan(rng, x, w, list_header):
     column the empty mask, so every chunk is encodable)."""
     byte_rows, _, _ = as_byte_rows(x)
     c = -(-byte_rows.shape[1] // (w // 8))
-    wd = np.uint32 if w == 32 else np.uint64
+    wd = WORD_DTYPES[w]
     top = (1 << w) - 1
 
     def words(k):
@@ -321,7 +323,7 @@ def random_plan(rng, x, w, list_header):
 @given(dtype=st.sampled_from(SUPPORTED_DTYPES), rows=st.integers(1, 30),
        dim=st.integers(1, 150),
        pattern=st.sampled_from(["random", "sparse", "equal_rows", "narrow", "specials"]),
-       w=st.sampled_from([32, 64]), list_header=st.booleans(), seed=st.integers(0, 2**16))
+       w=st.sampled_from([16, 32, 64]), list_header=st.booleans(), seed=st.integers(0, 2**16))
 def test_any_plan_round_trips_and_matches_reference(dtype, rows, dim, pattern, w, list_header,
                                                      seed):
     """Random patterns, selectors and headers: the encoder writes exactly what the format
@@ -348,3 +350,32 @@ def test_plan_without_an_empty_alternative_is_refused():
                 alt_masks=full[:, None].copy(), alt_bitvals=np.zeros((2, 1), np.uint32))
     with pytest.raises(ValueError, match="none of the plan's patterns matches"):
         compress(x, plan=plan)
+
+
+def test_half_precision_rows_pick_the_smallest_width():
+    """``"auto"`` scores 16-bit chunks for 2-byte elements (and only for them) and keeps the
+    width whose exact size is smallest."""
+    rng = np.random.default_rng(4)
+    dense = torch.from_numpy(rng.standard_normal((500, 48)).astype(np.float32))
+    sparse = dense * (torch.rand(500, 48, generator=torch.Generator().manual_seed(0)) < 0.1)
+    for x in (dense.half(), sparse.half(), dense.bfloat16(), sparse.to(torch.int16)):
+        auto = compress(x)
+        sizes = {w: compress(x, chunk_bits=w).payload_bytes for w in (16, 32, 64)}
+        assert auto.payload_bytes == min(sizes.values())
+        assert_bits_equal(auto.decode(), x)
+    assert compress(dense.half()).chunk_bits == 16  # one fp16 value per chunk pays here
+    for x in (dense, sparse):
+        assert compress(x).chunk_bits != 16
+
+
+def test_list_header_fields_must_fit_a_chunk_word():
+    x = np.zeros((3, 70000), np.uint16)               # 70,000 16-bit chunks per row
+    x[0, 7] = x[1, 69999] = 1
+    rows, _, _ = as_byte_rows(x)
+    plan = choose_plan(rows, chunk_bits=16)
+    assert not plan.list_header
+    listed = dataclasses.replace(plan, list_header=True)
+    with pytest.raises(ValueError, match="list header"):
+        compress(x, plan=listed)
+    assert_bits_equal(compress(x, plan=plan).decode(), torch.from_numpy(x))
+    assert compress(x, chunk_bits=32).list_header   # 35,000 32-bit chunks: fits

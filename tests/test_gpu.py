@@ -85,7 +85,7 @@ def _free():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("w", [32, 64])
+@pytest.mark.parametrize("w", [16, 32, 64])
 @pytest.mark.parametrize("location", ["pinned", "device"])
 def test_dtypes_bit_exact(dtype, w, location):
     x = make(dtype, (401, 37 if dtype.itemsize <= 2 else 29))
@@ -105,7 +105,7 @@ def test_dtypes_bit_exact(dtype, w, location):
     ((250, 5), torch.float32), ((100, 2, 3), torch.int16),             # tiny rows
     ((64, 5000), torch.float32), ((40, 4500), torch.float64),          # rows over 16 KB
     ((33, 4099), torch.float32)])
-@pytest.mark.parametrize("w", [32, 64])
+@pytest.mark.parametrize("w", [16, 32, 64])
 def test_row_widths(shape, dtype, w):
     x = make(dtype, shape, seed=3)
     if shape[-1] >= 4000 and dtype == torch.float32:
@@ -248,7 +248,9 @@ def test_payload_used_in_place_when_pinned():
 def _same_container(a, b):
     assert a.shape == b.shape and a.dtype == b.dtype and a.chunk_bits == b.chunk_bits
     assert a.raw_layout == b.raw_layout
-    for f in ("payload", "offset_lo", "block_base", "mask", "bitval"):
+    assert a.list_header == b.list_header
+    for f in ("payload", "offset_lo", "block_base", "mask", "bitval", "kind_masks",
+              "kind_bitvals", "column_kinds", "kind_select_bits", "alt_masks", "alt_bitvals"):
         x, y = getattr(a, f), getattr(b, f)
         assert x.dtype == y.dtype, f
         np.testing.assert_array_equal(x, y, err_msg=f)
@@ -256,13 +258,15 @@ def _same_container(a, b):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("w", [32, 64, "auto"])
+@pytest.mark.parametrize("w", [16, 32, 64, "auto"])
 def test_compress_on_gpu_identical(dtype, w):
     x = make(dtype, (333, 21))
     cpu = compress(x, chunk_bits=w)
     _same_container(gpu.compress_on_gpu(x, chunk_bits=w), cpu)
     _same_container(gpu.compress_on_gpu(x.to(DEV), chunk_bits=w), cpu)
     _same_container(gpu.compress_on_gpu(x, chunk_bits=w, block_bytes=1000), cpu)
+    _same_container(gpu.compress_on_gpu(x, chunk_bits=w, extended=False),
+                    compress(x, chunk_bits=w, extended=False))
 
 
 @pytest.mark.parametrize("path", DATASETS[:4], ids=lambda p: p.stem)

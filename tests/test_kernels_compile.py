@@ -14,10 +14,10 @@ except Exception as e:  # cupy missing, or the NVRTC library not found
 
 ARCHS = ("sm_80", "sm_90")
 EXPECTED_KERNELS = {
-    "ibp_decode.cu": [f"ibp_decode_w{w}_i{i}_o{o}" for w in (32, 64) for i in (32, 64)
+    "ibp_decode.cu": [f"ibp_decode_w{w}_i{i}_o{o}" for w in (16, 32, 64) for i in (32, 64)
                       for o in (16, 32)],
     "gather_raw.cu": [f"gather_raw_v{v}_i{i}" for v in (16, 8, 4, 2, 1) for i in (32, 64)],
-    "ibp_encode.cu": [f"ibp_{k}_w{w}" for k in ("row_words", "encode_rows") for w in (32, 64)],
+    "ibp_encode.cu": [f"ibp_{k}_w{w}" for k in ("row_words", "encode_rows") for w in (16, 32, 64)],
 }
 
 

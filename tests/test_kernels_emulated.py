@@ -17,6 +17,10 @@ import torch
 
 from ibp_gnn import compress
 from ibp_gnn import gpu
+from ibp_gnn.codec.container import WORD_DTYPES
+from ibp_gnn.codec.dtypes import as_byte_rows
+from ibp_gnn.codec.encode import build_matrix, stored_row_words
+from ibp_gnn.codec.plan import Plan, choose_plan
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
@@ -99,6 +103,10 @@ WRAPPERS = {
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
              sel, alt_base, alt_mask, alt_bitval, list_header, num_rows, C, index, out_pos, B, \
              out, row_bytes, unit, stage_masks, cap_words); }
+EMU_DECODE(ibp_decode_w16_i32_o16, u16, int, u16)
+EMU_DECODE(ibp_decode_w16_i64_o16, u16, long long, u16)
+EMU_DECODE(ibp_decode_w16_i32_o32, u16, int, u32)
+EMU_DECODE(ibp_decode_w16_i64_o32, u16, long long, u32)
 EMU_DECODE(ibp_decode_w32_i32_o16, u32, int, u16)
 EMU_DECODE(ibp_decode_w32_i64_o16, u32, long long, u16)
 EMU_DECODE(ibp_decode_w64_i32_o16, u64, int, u16)
@@ -122,13 +130,18 @@ EMU_GATHER(gather_raw_v1_i32, u8, int)
     "ibp_encode.cu": r"""
 #define EMU_ENCODE(SUFFIX, WORD)                                                                \
 extern "C" void emu_ibp_row_words_##SUFFIX(int grid, int block, const u8* x, long long n,       \
-  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, long long C,             \
-  long long* lengths) {                                                                         \
-  emu_launch(ibp_row_words_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, C, lengths); } \
+  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, const u8* sel,           \
+  const unsigned* alt_base, const WORD* alt_mask, const WORD* alt_bitval, int list_header,      \
+  long long C, long long* lengths) {                                                            \
+  emu_launch(ibp_row_words_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, sel,     \
+             alt_base, alt_mask, alt_bitval, list_header, C, lengths); }                        \
 extern "C" void emu_ibp_encode_rows_##SUFFIX(int grid, int block, const u8* x, long long n,     \
-  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, long long C,             \
-  const long long* offsets, WORD* out) {                                                        \
-  emu_launch(ibp_encode_rows_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, C, offsets, out); }
+  long long row_bytes, int unit, const WORD* mask, const WORD* bitval, const u8* sel,           \
+  const unsigned* alt_base, const WORD* alt_mask, const WORD* alt_bitval, int list_header,      \
+  long long C, const long long* offsets, WORD* out) {                                           \
+  emu_launch(ibp_encode_rows_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, sel,   \
+             alt_base, alt_mask, alt_bitval, list_header, C, offsets, out); }
+EMU_ENCODE(w16, u16)
 EMU_ENCODE(w32, u32)
 EMU_ENCODE(w64, u64)
 """,
@@ -231,7 +244,7 @@ CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("w", [32, 64])
+@pytest.mark.parametrize("w", [16, 32, 64])
 @pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
 def test_emulated_decode_bit_exact(libs, name, w, extended):
     x = MATRICES[name]
@@ -253,7 +266,7 @@ def test_emulated_cases_cover_the_format():
     longer than the per-warp buffer."""
     kinds, offsets, long_rows, headers, selectors = set(), set(), False, set(), set()
     for x in MATRICES.values():
-        for w in (32, 64):
+        for w in (16, 32, 64):
             cm = compress(x, chunk_bits=w)
             headers.add(cm.list_header)
             selectors |= set(int(s) for s in cm.kind_select_bits)
@@ -302,31 +315,77 @@ def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort):
     np.testing.assert_array_equal(out, exp)
 
 
-@pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("w", [32, 64])
-def test_emulated_encode_identical(libs, name, w):
-    x = MATRICES[name]
-    cm = compress(x, chunk_bits=w, extended=False)  # the GPU encoder writes the basic format
+def _byte_rows(x):
+    return as_byte_rows(x)[0]
+
+
+def emu_encode(lib, x, plan):
+    """Run the GPU encoder's two kernels on ``x`` under ``plan``: ``(lengths, payload)`` as the
+    GPU writes them (offsets from the lengths, zero-filled output of even length, as
+    ``gpu.compress_on_gpu`` allocates it)."""
+    rows = np.ascontiguousarray(_byte_rows(x))
+    w = plan.chunk_bits
     ws = w // 8
-    rows = (x.contiguous().view(torch.uint8).numpy() if isinstance(x, torch.Tensor)
-            else np.ascontiguousarray(x).view(np.uint8)).reshape(cm.num_rows, -1)
-    rows = np.ascontiguousarray(rows)
-    lib = libs["ibp_encode.cu"]
-    c = cm.num_chunks
-    mask, bitval = np.ascontiguousarray(cm.mask), np.ascontiguousarray(cm.bitval)
-    unit = gpu._unit(cm.row_bytes, ws)
-    lengths = np.zeros(cm.num_rows, np.int64)
-    getattr(lib, f"emu_ibp_row_words_w{w}")(
-        I(2), I(64), _p(rows), L(cm.num_rows), L(cm.row_bytes), I(unit), _p(mask),
-        _p(bitval), L(c), _p(lengths))
-    np.testing.assert_array_equal(lengths, cm.row_words)
-    offsets = np.zeros(cm.num_rows + 1, np.int64)
+    proto = build_matrix(plan, rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
+                         np.zeros(1, np.int64))
+    mask, bitval = np.ascontiguousarray(plan.mask), np.ascontiguousarray(plan.bitval)
+    sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(proto)
+    patterns = (_p(mask), _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval),
+                I(int(plan.list_header)), L(plan.num_chunks))
+    n, rb = rows.shape
+    unit = gpu._unit(rb, ws)
+    lengths = np.zeros(n, np.int64)
+    getattr(lib, f"emu_ibp_row_words_w{w}")(I(2), I(64), _p(rows), L(n), L(rb), I(unit),
+                                            *patterns, _p(lengths))
+    expected = stored_row_words(rows, proto)
+    if n and lengths.min() < 0:  # gpu.py raises before encoding
+        return lengths, None, expected
+    offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    out = np.zeros(int(offsets[-1]), cm.payload.dtype)
-    getattr(lib, f"emu_ibp_encode_rows_w{w}")(
-        I(3), I(64), _p(rows), L(cm.num_rows), L(cm.row_bytes), I(unit), _p(mask),
-        _p(bitval), L(c), _p(offsets), _p(out))
-    np.testing.assert_array_equal(out, cm.payload)
+    total = int(offsets[-1])
+    out = np.zeros(total + total % 2, WORD_DTYPES[w])
+    getattr(lib, f"emu_ibp_encode_rows_w{w}")(I(3), I(64), _p(rows), L(n), L(rb), I(unit),
+                                              *patterns, _p(offsets), _p(out))
+    return lengths, out[:total], expected
+
+
+def check_encoder(lib, x, plan):
+    lengths, payload, expected_lengths = emu_encode(lib, x, plan)
+    np.testing.assert_array_equal(lengths, expected_lengths)
+    cm = compress(x, plan=plan)
+    if not cm.raw_layout:  # (a raw layout is a plain copy, made on the CPU)
+        np.testing.assert_array_equal(payload, cm.payload)
+    return cm
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("w", [16, 32, 64])
+@pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
+def test_emulated_encode_identical(libs, name, w, extended):
+    x = MATRICES[name]
+    plan = choose_plan(_byte_rows(x), chunk_bits=w, extended=extended)
+    check_encoder(libs["ibp_encode.cu"], x, plan)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_emulated_encode_any_plan(libs, seed):
+    """The GPU encoder under random base patterns, selectors, alternatives and headers."""
+    from test_codec import make_matrix, random_plan
+    rng = np.random.default_rng(100 + seed)
+    dtype = ["float32", "float16", "int8", "float64", "bfloat16", "uint16"][seed]
+    pattern = ["sparse", "equal_rows"][seed % 2]
+    x = make_matrix(dtype, (40, int(rng.integers(20, 300))), pattern, seed)
+    plan = random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0)
+    assert not check_encoder(libs["ibp_encode.cu"], x, plan).raw_layout
+
+
+def test_emulated_encoder_flags_unencodable_rows(libs):
+    x = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
+    full = np.full(2, 0xFFFFFFFF, np.uint32)
+    plan = Plan(32, full, np.zeros(2, np.uint32), 1.0, select_bits=np.zeros(2, np.uint8),
+                alt_masks=full[:, None].copy(), alt_bitvals=np.zeros((2, 1), np.uint32))
+    lengths, _, expected = emu_encode(libs["ibp_encode.cu"], x, plan)
+    assert list(lengths) == list(expected) == [-1, -1]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -337,7 +396,7 @@ def test_emulated_decode_any_plan(libs, seed):
     dtype = ["float32", "float16", "int8", "float64", "bfloat16", "uint16"][seed]
     pattern = ["sparse", "equal_rows"][seed % 2]  # patterns that some chunks match
     x = make_matrix(dtype, (40, int(rng.integers(20, 300))), pattern, seed)
-    cm = compress(x, plan=random_plan(rng, x, 32 if seed % 2 else 64, seed % 3 != 0))
+    cm = compress(x, plan=random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0))
     assert not cm.raw_layout
     idx = rng.integers(0, cm.num_rows, 60).astype(np.int64)
     exp = expected_bytes(cm, idx)

@@ -1,7 +1,7 @@
 """Numba kernels of the CPU codec: bit statistics, exact sizes, encoder and decoder.
 
-All arithmetic runs on uint64 whatever the chunk width, so one kernel serves 32- and 64-bit
-chunks; constants are typed explicitly because mixing signed and unsigned integers makes Numba
+All arithmetic runs on uint64 whatever the chunk width, so one kernel serves 16-, 32- and
+64-bit chunks; constants are typed explicitly because mixing signed and unsigned integers makes Numba
 fall back to floats.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def byte_histogram(words, hist):
 def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, out):
     """Exact stored words of every row under every candidate mask.
 
-    ``words``: ``[n, >= C]`` chunks (uint32 or uint64); ``majority``: ``[C]`` usual bit values;
+    ``words``: ``[n, >= C]`` chunks (uint16, uint32 or uint64); ``majority``: ``[C]`` usual bit values;
     ``masks``: ``[T, C]`` candidate masks, each a subset of the one before (thresholds
     ascending); ``free_bits``: ``[T, C]``. Adds to ``out[T]``
     the total stored words (header + stream, or ``C`` for rows stored raw).
@@ -289,11 +289,13 @@ def _lowest_bit(m):
 def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done, count_bits,
                      pos_bits):
     """Bit ``b`` set when chunk ``c0 + b`` of the segment does not match its base pattern, and
-    how many list entries have been consumed after it. A segment never spans two header words
-    (32 divides ``w``)."""
+    how many list entries have been consumed after it. With 16-bit chunks a segment spans two
+    bitmap header words; with wider ones it lies within one."""
     if not list_header:
-        h = c0 // w
-        word = np.uint64(payload[start + h]) >> np.uint64(c0 - h * w)
+        word = _U0
+        for c in range(c0, c1, w):
+            h = c // w
+            word |= (np.uint64(payload[start + h]) >> np.uint64(c - h * w)) << np.uint64(c - c0)
         return ~word & _low(c1 - c0), listed_done
     bits = _U0
     while listed_done < listed:

@@ -9,7 +9,7 @@ import torch
 
 from . import dtypes
 
-WORD_DTYPES = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
+WORD_DTYPES = {16: np.dtype(np.uint16), 32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
 PAYLOAD_ALIGNMENT = 256
 
 
@@ -132,7 +132,7 @@ class CompressedMatrix:
     Attributes:
         shape: ``(N, *row_shape)`` of the original matrix.
         dtype: dtype name (``"float32"``, ``"bfloat16"``, ...).
-        chunk_bits: chunk width ``W`` (32 or 64).
+        chunk_bits: chunk width ``W`` (16, 32 or 64).
         kind_masks, kind_bitvals: ``[K]`` words of width ``W``: the base pattern (invariant
             bits, their value) of each distinct column kind.
         column_kinds: uint32 words packing each column's kind id in ``kind_bits`` bits.

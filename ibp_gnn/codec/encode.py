@@ -20,7 +20,8 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     """Compress ``x`` (``[N, *row_shape]``, torch tensor or array-like) losslessly.
 
     Args:
-        chunk_bits: 32, 64 or ``"auto"`` (the width giving the smaller exact size).
+        chunk_bits: 16, 32, 64 or ``"auto"`` (the width giving the smallest exact size; 16
+            is tried only for elements of at most two bytes).
         thresholds: invariance thresholds to score (default: a coarse grid refined around its
             best); the one giving the smallest size wins.
         sample_rows: plan from this many random rows when ``N`` is larger (``None``: all rows).
@@ -39,7 +40,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     if plan is None:
         plan = choose_plan(byte_rows, chunk_bits=chunk_bits, thresholds=thresholds,
                            sample_rows=sample_rows, block_bytes=block_bytes,
-                           extended=extended)
+                           extended=extended, element_bytes=dtypes.itemsize(name))
     w = plan.chunk_bits
     wd = WORD_DTYPES[w]
     c = -(-rb // (w // 8))
@@ -141,6 +142,12 @@ def raw_layout_pays(offsets: np.ndarray, num_chunks: int, word_bytes: int) -> bo
     return int(offsets[-1]) * word_bytes + lo.nbytes + base.nbytes >= n * num_chunks * word_bytes
 
 
+def list_header_fits(num_chunks: int, chunk_bits: int) -> bool:
+    """Whether a list header's count and positions fit in one chunk word each (a field is
+    read with one word's shift): only 16-bit chunks of rows over 65,535 chunks miss it."""
+    return num_chunks.bit_length() <= chunk_bits
+
+
 def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
                  offsets: np.ndarray, compress_seconds: float = 0.0, *,
                  raw_layout: bool = False) -> CompressedMatrix:
@@ -150,6 +157,9 @@ def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
     mask, bitval = plan.mask, plan.bitval
     alts = (plan.select_bits, plan.alt_masks, plan.alt_bitvals)
     list_header = plan.list_header
+    if list_header and not list_header_fits(plan.num_chunks, plan.chunk_bits):
+        raise ValueError(f"a list header cannot count {plan.num_chunks} chunks in one "
+                         f"{plan.chunk_bits}-bit word: use a bitmap header or wider chunks")
     if raw_layout:  # no chunk is decoded through a pattern: keep one empty kind
         mask, bitval = np.zeros_like(mask), np.zeros_like(bitval)
         alts, list_header = (None, None, None), False

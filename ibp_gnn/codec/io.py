@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _kernels, dtypes
 from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
+from .encode import list_header_fits
 
 MAGIC = b"\x89IBPGNN\n"
 FORMAT_VERSION = 2
@@ -221,6 +222,8 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail("an alternative's bitval has bits outside its mask")
     if cm.raw_layout and cm.list_header:
         fail("a raw layout has no row headers")
+    if cm.list_header and not list_header_fits(c, cm.chunk_bits):
+        fail(f"a list header of {c} chunks does not fit {cm.chunk_bits}-bit fields")
     if cm.raw_layout:
         if cm.payload.size != n * c:
             fail(f"raw layout of {n} rows x {c} words, payload has {cm.payload.size} words")

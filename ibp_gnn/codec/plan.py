@@ -13,7 +13,7 @@ from .container import WORD_DTYPES
 #: The best one is then refined on a 0.01 grid between its neighbours.
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 REFINE_STEP = 0.01
-CHUNK_WIDTHS = (32, 64)
+CHUNK_WIDTHS = (16, 32, 64)
 DEFAULT_SAMPLE_ROWS = 1 << 18
 DEFAULT_BLOCK_BYTES = 64 << 20
 
@@ -88,7 +88,7 @@ def free_bit_runs(mask: np.ndarray, chunk_bits: int):
 
 def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
     """``[n, row_bytes]`` uint8 -> ``[n, ceil(row_bytes / pad_to) * pad_to]`` uint8 with zero
-    padding, C-contiguous and 8-byte aligned so it views as uint32 or uint64 words. Views the
+    padding, C-contiguous and 8-byte aligned so it views as 16-, 32- or 64-bit words. Views the
     input when no padding is needed and it is aligned."""
     n, rb = byte_rows.shape
     width = -(-rb // pad_to) * pad_to
@@ -169,9 +169,17 @@ DISCOVERY_ROWS = 4096
 SPLIT_SAMPLE = 64
 
 
+def auto_widths(element_bytes: int | None) -> tuple[int, ...]:
+    """Chunk widths ``chunk_bits="auto"`` scores: 16-bit chunks only for elements of at most
+    two bytes (fp16, bf16, int16, bytes), where a chunk then holds one value instead of a pair;
+    for wider elements they would only double the header."""
+    return CHUNK_WIDTHS if element_bytes is not None and element_bytes <= 2 else (32, 64)
+
+
 def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                 sample_rows: int | None = DEFAULT_SAMPLE_ROWS, seed: int = 0,
-                block_bytes: int = DEFAULT_BLOCK_BYTES, extended: bool = True) -> Plan:
+                block_bytes: int = DEFAULT_BLOCK_BYTES, extended: bool = True,
+                element_bytes: int | None = None) -> Plan:
     """Pick chunk width, patterns and header kind minimising the exact stored size.
 
     The basic search scores one invariance threshold for all columns (``thresholds``: the
@@ -182,10 +190,12 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     bitmap; the smallest exact size wins, so the extended plan is never larger than the basic
     one. Statistics and sizes come from all rows, or from ``sample_rows`` rows drawn at random
     when the matrix is larger (the plan only affects the size, never correctness).
+    ``element_bytes`` (the size of one element of the rows) decides the widths ``"auto"``
+    tries (:func:`auto_widths`).
     """
     n, rb = byte_rows.shape
     num_rows = n
-    widths = CHUNK_WIDTHS if chunk_bits == "auto" else (int(chunk_bits),)
+    widths = auto_widths(element_bytes) if chunk_bits == "auto" else (int(chunk_bits),)
     for w in widths:
         if w not in CHUNK_WIDTHS:
             raise ValueError(f"chunk_bits must be 'auto' or one of {CHUNK_WIDTHS}, got {w!r}")
@@ -280,7 +290,7 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
     rest_count = rest_count * scale
     plans = []
     cols = np.arange(c)
-    for list_header in (False, True):
+    for list_header in (False, True) if c.bit_length() <= w else (False,):
         cost = base_cost[:, :, None] + rest_cost                       # [B, C, S]
         if list_header:
             cost = cost + (rest_count * pos_bits)[:, :, None]
