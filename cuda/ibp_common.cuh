@@ -52,6 +52,22 @@ struct Patterns {
   const Word* alt_bitval;
 };
 
+// The patterns of row group g: its columns are entries [g * C, (g + 1) * C) of the per-column
+// arrays; the alternative table is shared.
+template <typename Word>
+__device__ __forceinline__ Patterns<Word> group_patterns(const Patterns<Word>& pat,
+                                                         long long first) {
+  return {pat.mask + first, pat.bitval + first, pat.sel + first, pat.alt_base + first,
+          pat.alt_mask, pat.alt_bitval};
+}
+
+// Bits needed for values below v (v >= 1): the group id and list header field widths.
+__device__ __forceinline__ int bits_below(long long v) {
+  int n = 0;
+  for (long long x = v - 1; x > 0; x >>= 1) ++n;
+  return n;
+}
+
 // Bits j0 .. j0+31 of a bitmap header (bit j is bit j % W of word j / W), bit k of the result
 // for chunk j0 + k; bits for chunks >= C are zero. j0 is a multiple of 32, so a round lies
 // within one header word for W >= 32 and spans two 16-bit words.

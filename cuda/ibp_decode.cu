@@ -30,12 +30,12 @@ __device__ __forceinline__ Word read_bits(const Word* stream, u64 off, int n) {
 // next ones of the ascending list, at most 32. Advances *done past them.
 template <typename Word>
 __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long long listed,
-                                                    long long* done, long long j0, int count_bits,
+                                                    long long* done, long long j0, u64 entries_at,
                                                     int pos_bits, int lane) {
   const long long e = *done + lane;
   unsigned bit = 0;
   if (e < listed) {
-    const long long pos = (long long)read_bits<Word>(stream, count_bits + (u64)e * pos_bits,
+    const long long pos = (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits,
                                                      pos_bits);
     if (pos >= j0 && pos < j0 + 32) bit = 1u << (int)(pos - j0);
   }
@@ -47,30 +47,36 @@ __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long lon
 }
 
 // Decode one encoded row (bitmap header words or a list, then the bit stream) from `src`,
-// which is either the warp's shared-memory copy of the row or the payload itself. Per round
-// of 32 chunks the stream holds the selectors of the round's non-base chunks, then the free
-// bits of its chunks.
+// which is either the warp's shared-memory copy of the row or the payload itself. The stream
+// starts with the row's group id (group_bits bits, none for one group), which selects the
+// column patterns; per round of 32 chunks it then holds the selectors of the round's non-base
+// chunks, then the free bits of its chunks.
 template <typename Word>
-__device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& pat,
-                                                   long long C, long long H, int list_header,
+__device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& all,
+                                                   long long C, long long H, int num_groups,
+                                                   int group_bits, int list_header,
                                                    int count_bits, int pos_bits,
                                                    u8* __restrict__ dst, long long row_bytes,
                                                    int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
   const Word* stream = src + H;
-  u64 bitpos = 0;  // 64-bit: a row of 2^27 64-bit chunks has more stream bits than an int holds
+  long long group = (long long)read_bits<Word>(stream, 0, group_bits);
+  if (group >= num_groups) group = 0;  // validated on load; never index past the tables
+  const Patterns<Word> pat = group_patterns<Word>(all, group * C);
+  u64 bitpos = group_bits;  // 64-bit: a row of 2^27 64-bit chunks has more bits than an int
   long long listed = 0, done = 0;
   if (list_header) {
-    listed = (long long)read_bits<Word>(stream, 0, count_bits);
-    bitpos = (u64)count_bits + (u64)listed * pos_bits;
+    listed = (long long)read_bits<Word>(stream, bitpos, count_bits);
+    bitpos += (u64)count_bits + (u64)listed * pos_bits;
   }
   for (long long j0 = 0; j0 < C; j0 += 32) {
     const long long j = j0 + lane;
     const bool active = j < C;
     int nonbase;
     if (list_header) {
-      nonbase = (int)((listed_in_round<Word>(stream, listed, &done, j0, count_bits, pos_bits,
-                                             lane) >> lane) & 1u);
+      nonbase = (int)((listed_in_round<Word>(stream, listed, &done, j0,
+                                             (u64)(group_bits + count_bits), pos_bits, lane)
+                       >> lane) & 1u);
     } else {
       // All lanes read the same one or two words: broadcast transactions.
       nonbase = active && !((header_round<Word>(src, j0, C) >> lane) & 1u);
@@ -109,7 +115,8 @@ __device__ __forceinline__ void ibp_gather_decode(
     const u64* __restrict__ block_base, int offset_shift, const Word* __restrict__ mask_g,
     const Word* __restrict__ bitval_g, const u8* __restrict__ sel,
     const unsigned* __restrict__ alt_base, const Word* __restrict__ alt_mask,
-    const Word* __restrict__ alt_bitval, int list_header, long long num_rows, long long C,
+    const Word* __restrict__ alt_bitval, int list_header, int num_groups, long long num_rows,
+    long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
     u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
   constexpr int W = WordOps<Word>::BITS;
@@ -118,22 +125,24 @@ __device__ __forceinline__ void ibp_gather_decode(
   Word* smem = reinterpret_cast<Word*>(ibp_smem_u64);
   const long long H = list_header ? 0 : (C + W - 1) / W;
   // list headers: a count of up to C entries, then positions below C
-  int count_bits = 0, pos_bits = 1;
-  for (long long v = C; v > 0; v >>= 1) ++count_bits;
-  for (long long v = C - 1; v > 1; v >>= 1) ++pos_bits;
+  const int count_bits = bits_below(C + 1);
+  const int pos_bits = C > 1 ? bits_below(C) : 1;
+  const int group_bits = bits_below(num_groups);
 
+  // per-column base patterns of every row group: GC entries each
+  const long long GC = (long long)num_groups * C;
   const Word* maskp = mask_g;
   const Word* bitvp = bitval_g;
   Word* warp_bufs = smem;
   if (stage_masks) {  // uniform over the grid, so the barrier is safe
-    for (long long j = threadIdx.x; j < C; j += blockDim.x) {
+    for (long long j = threadIdx.x; j < GC; j += blockDim.x) {
       smem[j] = __ldg(mask_g + j);
-      smem[C + j] = __ldg(bitval_g + j);
+      smem[GC + j] = __ldg(bitval_g + j);
     }
     __syncthreads();
     maskp = smem;
-    bitvp = smem + C;
-    warp_bufs = smem + 2 * C;
+    bitvp = smem + GC;
+    warp_bufs = smem + 2 * GC;
   }
 
   const Patterns<Word> pat = {maskp, bitvp, sel, alt_base, alt_mask, alt_bitval};
@@ -193,13 +202,13 @@ __device__ __forceinline__ void ibp_gather_decode(
         }
       }
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, C, H, list_header, count_bits, pos_bits, dst,
-                               row_bytes, unit, lane);
+      decode_encoded_row<Word>(buf, pat, C, H, num_groups, group_bits, list_header,
+                               count_bits, pos_bits, dst, row_bytes, unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, C, H, list_header, count_bits, pos_bits, dst,
-                               row_bytes, unit, lane);
+      decode_encoded_row<Word>(src, pat, C, H, num_groups, group_bits, list_header,
+                               count_bits, pos_bits, dst, row_bytes, unit, lane);
     }
   }
 }
@@ -208,13 +217,14 @@ __device__ __forceinline__ void ibp_gather_decode(
   extern "C" __global__ void __launch_bounds__(IBP_DECODE_THREADS) NAME(                       \
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
-      const WORD* alt_mask, const WORD* alt_bitval, int list_header, long long num_rows,       \
-      long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,         \
-      long long row_bytes, int unit, int stage_masks, long long cap_words) {                   \
+      const WORD* alt_mask, const WORD* alt_bitval, int list_header, int num_groups,         \
+      long long num_rows, long long C, const INDEX* index, const long long* out_pos,           \
+      long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
+      long long cap_words) {                                                                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
-                                        list_header, num_rows, C, index, out_pos, B, out,      \
-                                        row_bytes, unit, stage_masks, cap_words);              \
+                                        list_header, num_groups, num_rows, C, index, out_pos,  \
+                                        B, out, row_bytes, unit, stage_masks, cap_words);      \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

@@ -59,47 +59,53 @@ __device__ __forceinline__ void put_bits(Word* stream, u64 off, Word v, int n) {
   }
 }
 
-__device__ __forceinline__ void list_bits(long long C, int* count_bits, int* pos_bits) {
-  *count_bits = 0;
-  *pos_bits = 1;
-  for (long long v = C; v > 0; v >>= 1) ++*count_bits;
-  for (long long v = C - 1; v > 1; v >>= 1) ++*pos_bits;
-}
-
-// Stored length in words of each row: header + stream words, or C when that is not shorter;
-// -1 for a row with a chunk no pattern of its column matches.
+// Stored length in words of each row, header + stream words or C when that is not shorter, in
+// the row group that stores it in the fewest words (the lowest on ties; written to
+// row_group, 0 for raw rows); -1 when no group can encode the row.
 template <typename Word>
 __device__ __forceinline__ void ibp_row_words(const u8* __restrict__ x, long long n,
                                               long long row_bytes, int unit,
                                               const Patterns<Word> pat, int list_header,
-                                              long long C, long long* __restrict__ lengths) {
+                                              int num_groups, long long C,
+                                              long long* __restrict__ lengths,
+                                              int* __restrict__ row_group) {
   constexpr int W = WordOps<Word>::BITS;
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
   const long long H = list_header ? 0 : (C + W - 1) / W;
-  int count_bits, pos_bits;
-  list_bits(C, &count_bits, &pos_bits);
+  const int pos_bits = C > 1 ? bits_below(C) : 1;
+  const u64 prefix = (u64)bits_below(num_groups) + (list_header ? (u64)bits_below(C + 1) : 0);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {
     const u8* row = x + r * row_bytes;
-    u64 bits = 0;
-    bool ok = true;
-    for (long long j = lane; j < C; j += 32) {
-      const Word c = load_chunk<Word>(row, j, row_bytes, unit);
-      const ChunkCode<Word> code = code_chunk<Word>(pat, j, c);
-      bits += (u64)(W - WordOps<Word>::popc(code.mask));
-      if (!code.base) {
-        ok = ok && code.slot >= 0;
-        bits += (u64)code.sel_bits + (list_header ? (u64)pos_bits : 0);
+    long long best = -1;
+    int best_group = 0;
+    for (int g = 0; g < num_groups; ++g) {
+      const Patterns<Word> pg = group_patterns<Word>(pat, (long long)g * C);
+      u64 bits = 0;
+      bool ok = true;
+      for (long long j = lane; j < C; j += 32) {
+        const Word c = load_chunk<Word>(row, j, row_bytes, unit);
+        const ChunkCode<Word> code = code_chunk<Word>(pg, j, c);
+        bits += (u64)(W - WordOps<Word>::popc(code.mask));
+        if (!code.base) {
+          ok = ok && code.slot >= 0;
+          bits += (u64)code.sel_bits + (list_header ? (u64)pos_bits : 0);
+        }
+      }
+#pragma unroll
+      for (int d = 16; d > 0; d >>= 1) bits += __shfl_xor_sync(IBP_FULL_MASK, bits, d);
+      if (__ballot_sync(IBP_FULL_MASK, !ok) != 0) continue;   // uniform over the warp
+      long long words = H + (long long)((prefix + bits + W - 1) / W);
+      if (words > C) words = C;
+      if (best < 0 || words < best) {
+        best = words;
+        best_group = g;
       }
     }
-#pragma unroll
-    for (int d = 16; d > 0; d >>= 1) bits += __shfl_xor_sync(IBP_FULL_MASK, bits, d);
-    const bool bad = __ballot_sync(IBP_FULL_MASK, !ok) != 0;
     if (lane == 0) {
-      if (list_header) bits += (u64)count_bits;
-      const long long words = H + (long long)((bits + W - 1) / W);
-      lengths[r] = bad ? -1 : (words < C ? words : C);
+      lengths[r] = best;
+      row_group[r] = best < C ? best_group : 0;
     }
   }
 }
@@ -109,15 +115,18 @@ __device__ __forceinline__ void ibp_row_words(const u8* __restrict__ x, long lon
 template <typename Word>
 __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long long n,
                                                 long long row_bytes, int unit,
-                                                const Patterns<Word> pat, int list_header,
-                                                long long C, const long long* __restrict__ offsets,
+                                                const Patterns<Word> all, int list_header,
+                                                int num_groups, long long C,
+                                                const int* __restrict__ row_group,
+                                                const long long* __restrict__ offsets,
                                                 Word* __restrict__ out) {
   constexpr int W = WordOps<Word>::BITS;
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
   const long long H = list_header ? 0 : (C + W - 1) / W;
-  int count_bits, pos_bits;
-  list_bits(C, &count_bits, &pos_bits);
+  const int count_bits = bits_below(C + 1);
+  const int pos_bits = C > 1 ? bits_below(C) : 1;
+  const int group_bits = bits_below(num_groups);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {
     const u8* row = x + r * row_bytes;
@@ -135,7 +144,10 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
       continue;
     }
     Word* stream = dst + H;
-    u64 bitpos = 0;
+    const int group = __ldg(row_group + r);
+    const Patterns<Word> pat = group_patterns<Word>(all, (long long)group * C);
+    if (lane == 0 && group_bits) put_bits<Word>(stream, 0, (Word)group, group_bits);
+    u64 bitpos = group_bits;
     if (list_header) {  // the count first: one extra pass over the row's header decisions
       long long listed = 0;
       for (long long j0 = 0; j0 < C; j0 += 32) {
@@ -147,8 +159,8 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
         }
         listed += __popc(__ballot_sync(IBP_FULL_MASK, miss));
       }
-      if (lane == 0 && count_bits) put_bits<Word>(stream, 0, (Word)listed, count_bits);
-      bitpos = (u64)count_bits + (u64)listed * pos_bits;
+      if (lane == 0 && count_bits) put_bits<Word>(stream, bitpos, (Word)listed, count_bits);
+      bitpos += (u64)count_bits + (u64)listed * pos_bits;
     }
     long long listed_done = 0;
     for (long long j0 = 0; j0 < C; j0 += 32) {
@@ -165,7 +177,8 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
         const unsigned listed = __ballot_sync(IBP_FULL_MASK, nonbase);
         if (nonbase) {
           const long long e = listed_done + __popc(listed & ((1u << lane) - 1u));
-          put_bits<Word>(stream, (u64)count_bits + (u64)e * pos_bits, (Word)j, pos_bits);
+          put_bits<Word>(stream, (u64)(group_bits + count_bits) + (u64)e * pos_bits, (Word)j,
+                         pos_bits);
         }
         listed_done += __popc(listed);
       } else {
@@ -200,17 +213,20 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
   extern "C" __global__ void __launch_bounds__(IBP_ENCODE_THREADS) ibp_row_words_##SUFFIX(     \
       const u8* x, long long n, long long row_bytes, int unit, const WORD* mask,               \
       const WORD* bitval, const u8* sel, const unsigned* alt_base, const WORD* alt_mask,       \
-      const WORD* alt_bitval, int list_header, long long C, long long* lengths) {              \
+      const WORD* alt_bitval, int list_header, int num_groups, long long C,                    \
+      long long* lengths, int* row_group) {                                                    \
     const Patterns<WORD> pat = {mask, bitval, sel, alt_base, alt_mask, alt_bitval};           \
-    ibp_row_words<WORD>(x, n, row_bytes, unit, pat, list_header, C, lengths);                  \
+    ibp_row_words<WORD>(x, n, row_bytes, unit, pat, list_header, num_groups, C, lengths,       \
+                        row_group);                                                            \
   }                                                                                            \
   extern "C" __global__ void __launch_bounds__(IBP_ENCODE_THREADS) ibp_encode_rows_##SUFFIX(   \
       const u8* x, long long n, long long row_bytes, int unit, const WORD* mask,               \
       const WORD* bitval, const u8* sel, const unsigned* alt_base, const WORD* alt_mask,       \
-      const WORD* alt_bitval, int list_header, long long C, const long long* offsets,          \
-      WORD* out) {                                                                             \
+      const WORD* alt_bitval, int list_header, int num_groups, long long C,                    \
+      const int* row_group, const long long* offsets, WORD* out) {                             \
     const Patterns<WORD> pat = {mask, bitval, sel, alt_base, alt_mask, alt_bitval};           \
-    ibp_encode_rows<WORD>(x, n, row_bytes, unit, pat, list_header, C, offsets, out);           \
+    ibp_encode_rows<WORD>(x, n, row_bytes, unit, pat, list_header, num_groups, C, row_group,   \
+                          offsets, out);                                                       \
   }
 
 IBP_ENCODE_KERNELS(w16, u16)

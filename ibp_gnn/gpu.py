@@ -526,12 +526,13 @@ class DeviceCompressedMatrix:
         self._sel, self._alt_base, self._alt_mask, self._alt_bitval = (
             _small_to_device(a, self.device) for a in column_alternatives(cm))
         self._list_header = int(cm.list_header)
+        self._num_groups = int(cm.num_groups)
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
         self._cap_words = max(32, warp_buffer_bytes // ws)
         warps = threads // 32
-        mask_bytes = 2 * c * ws
+        mask_bytes = 2 * cm.num_groups * c * ws
         optin = _device_props(self.device)["smem_optin"] if c else 48 << 10
         self._stage = mask_bytes <= mask_smem_limit and (
             mask_bytes + warps * self._cap_words * ws <= optin)
@@ -567,7 +568,8 @@ class DeviceCompressedMatrix:
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
-                _ptr(self._alt_bitval), _i32(self._list_header), _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
+                _ptr(self._alt_bitval), _i32(self._list_header), _i32(self._num_groups),
+                _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
                 _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
                 _i64(self._cap_words))
         _launch(kernel, self.device, grid, self.threads, args, self._smem)
@@ -713,7 +715,7 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
     patterns = [_small_to_device(np.asarray(a).astype(wd), device)
                 for a in (plan.mask, plan.bitval)]
     patterns += [_small_to_device(a, device) for a in column_alternatives(proto)]
-    list_header = _i32(int(plan.list_header))
+    list_header, num_groups = _i32(int(plan.list_header)), _i32(plan.num_groups)
     unit = _unit(rb, ws)
     step = max(1, block_bytes // rb)
     warps = ENCODE_THREADS // 32
@@ -733,12 +735,14 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
             yield lo, blk
 
     lengths = torch.empty(n, dtype=torch.int64, device=device)
+    row_group = torch.empty(n, dtype=torch.int32, device=device)
     for lo, blk in blocks():
         m = int(blk.shape[0])
         grid = _grid(device, m, warps, ENCODE_THREADS)
         _launch(k_len, device, grid, ENCODE_THREADS,
                 (_ptr(blk), _i64(m), _i64(rb), _i32(unit), *map(_ptr, patterns), list_header,
-                 _i64(c), _u64(lengths.data_ptr() + 8 * lo)))
+                 num_groups, _i64(c), _u64(lengths.data_ptr() + 8 * lo),
+                 _u64(row_group.data_ptr() + 4 * lo)))
     if n and int(lengths.min()) < 0:
         bad = int(torch.argmax((lengths < 0).to(torch.int8)))
         raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
@@ -768,7 +772,8 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
         grid = _grid(device, m, warps, ENCODE_THREADS)
         _launch(k_enc, device, grid, ENCODE_THREADS,
                 (_ptr(blk), _i64(m), _i64(rb), _i32(unit), *map(_ptr, patterns), list_header,
-                 _i64(c), _ptr(rel), _ptr(words)))
+                 num_groups, _i64(c), _u64(row_group.data_ptr() + 4 * lo), _ptr(rel),
+                 _ptr(words)))
         host_words[o0:o1].copy_(words[:o1 - o0])
     torch.cuda.current_stream(device).synchronize()
     return build_matrix(plan, (n,) + row_shape, name, payload, offsets,

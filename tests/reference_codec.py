@@ -24,14 +24,15 @@ def pick(x: int, alts: list[tuple[int, int]], w: int) -> int:
     return best
 
 
-def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header=False):
+def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header=False,
+               group=0, group_bits=0):
     """``alts[j]``: the ``2**select_bits[j]`` alternative ``(mask, bitval)`` pairs of column j
-    (default: one empty mask)."""
+    (default: one empty mask). ``group``: the row group id written first (``group_bits``)."""
     c = len(chunks)
     select_bits = select_bits or [0] * c
     alts = alts or [[(0, 0)]] * c
     base = [x & mask[j] == bitval[j] for j, x in enumerate(chunks)]
-    stream = ""
+    stream = format(group, f"0{group_bits}b") if group_bits else ""
     words = []
     if list_header:
         listed = [j for j in range(c) if not base[j]]
@@ -51,6 +52,8 @@ def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header
         for j in seg:
             if not base[j]:
                 v = pick(chunks[j], alts[j], w)
+                if v is None:
+                    raise ValueError(f"no pattern of column {j} matches chunk {chunks[j]:#x}")
                 chosen[j] = v
                 if select_bits[j]:
                     stream += format(v, f"0{select_bits[j]}b")
@@ -62,17 +65,33 @@ def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header
     return chunks if len(words) >= c else words
 
 
-def plan_columns(plan):
-    """Per-column pattern lists of a ``Plan`` for :func:`encode_row`."""
+def plan_columns(plan, group=0):
+    """Per-column pattern lists of row group ``group`` of a ``Plan`` for :func:`encode_row`."""
     c = plan.num_chunks
-    sel = [int(s) for s in plan.select_bits]
-    alts = [[(int(plan.alt_masks[j, v]), int(plan.alt_bitvals[j, v])) for v in range(1 << sel[j])]
-            for j in range(c)]
-    return [int(m) for m in plan.mask], [int(v) for v in plan.bitval], sel, alts
+    cols = range(group * c, (group + 1) * c)
+    sel = [int(plan.select_bits[j]) for j in cols]
+    alts = [[(int(plan.alt_masks[j, v]), int(plan.alt_bitvals[j, v]))
+             for v in range(1 << int(plan.select_bits[j]))] for j in cols]
+    return [int(plan.mask[j]) for j in cols], [int(plan.bitval[j]) for j in cols], sel, alts
 
 
 def encode(byte_rows: np.ndarray, plan) -> list[list[int]]:
-    mask, bitval, sel, alts = plan_columns(plan)
+    """Every row in the row group that stores it in the fewest words (the lowest on ties)."""
     w = plan.chunk_bits
-    return [encode_row(chunk_values(bytes(r), w), mask, bitval, w, sel, alts, plan.list_header)
-            for r in byte_rows]
+    c = plan.num_chunks
+    group_bits = (plan.num_groups - 1).bit_length()
+    groups = [plan_columns(plan, g) for g in range(plan.num_groups)]
+    out = []
+    for r in byte_rows:
+        chunks = chunk_values(bytes(r), w)
+        best = None
+        for g, (mask, bitval, sel, alts) in enumerate(groups):
+            try:
+                words = encode_row(chunks, mask, bitval, w, sel, alts, plan.list_header, g,
+                                   group_bits)
+            except ValueError:  # a chunk no pattern of this group matches
+                continue
+            if best is None or min(len(words), c) < min(len(best), c):
+                best = words
+        out.append(best)
+    return out

@@ -1,4 +1,5 @@
 import dataclasses
+import tempfile
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 from ibp_gnn.codec import SUPPORTED_DTYPES, compress, load, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
-from ibp_gnn.codec.plan import Plan, choose_plan
+from ibp_gnn.codec.plan import Plan, choose_plan, combine_plans
 
 from conftest import assert_bits_equal
 from ibp_gnn.codec.container import WORD_DTYPES, split_offsets
@@ -288,9 +289,15 @@ def test_tile_rows_equals_compressing_the_tiled_matrix():
         tile_rows(cm, -1)
 
 
-def random_plan(rng, x, w, list_header):
+def random_plan(rng, x, w, list_header, num_groups=1):
     """A plan with random base patterns, selector bits and alternatives (the last one of every
-    column the empty mask, so every chunk is encodable)."""
+    column the empty mask, so every chunk is encodable), in ``num_groups`` row groups; in
+    groups after the first a few columns lack the empty mask, so some rows cannot use them."""
+    plans = [_random_group(rng, x, w, list_header, strict=g > 0) for g in range(num_groups)]
+    return plans[0] if num_groups == 1 else combine_plans(plans)
+
+
+def _random_group(rng, x, w, list_header, strict):
     byte_rows, _, _ = as_byte_rows(x)
     c = -(-byte_rows.shape[1] // (w // 8))
     wd = WORD_DTYPES[w]
@@ -314,6 +321,9 @@ def random_plan(rng, x, w, list_header):
             m = words(1)[0] & words(1)[0]
             src = chunks[rng.integers(0, len(chunks)), j] if rng.random() < 0.7 else words(1)[0]
             alt_m[j, v], alt_b[j, v] = m, src & m
+        if strict and rng.random() < 0.05:
+            last = (1 << sel[j]) - 1
+            alt_m[j, last], alt_b[j, last] = top, chunks[rng.integers(0, len(chunks)), j]
     return Plan(w, mask.astype(wd), bitval.astype(wd), 1.0, select_bits=sel,
                 alt_masks=alt_m.astype(wd), alt_bitvals=alt_b.astype(wd),
                 list_header=list_header)
@@ -323,13 +333,14 @@ def random_plan(rng, x, w, list_header):
 @given(dtype=st.sampled_from(SUPPORTED_DTYPES), rows=st.integers(1, 30),
        dim=st.integers(1, 150),
        pattern=st.sampled_from(["random", "sparse", "equal_rows", "narrow", "specials"]),
-       w=st.sampled_from([16, 32, 64]), list_header=st.booleans(), seed=st.integers(0, 2**16))
+       w=st.sampled_from([16, 32, 64]), list_header=st.booleans(),
+       groups=st.sampled_from([1, 1, 2, 3, 5]), seed=st.integers(0, 2**16))
 def test_any_plan_round_trips_and_matches_reference(dtype, rows, dim, pattern, w, list_header,
-                                                     seed):
-    """Random patterns, selectors and headers: the encoder writes exactly what the format
-    says, the decoder reads it back, and a store file keeps it."""
+                                                     groups, seed):
+    """Random patterns, selectors, headers and row groups: the encoder writes exactly what the
+    format says, the decoder reads it back, and a store file keeps it."""
     x = make_matrix(dtype, (rows, dim), pattern, seed)
-    plan = random_plan(np.random.default_rng(seed), x, w, list_header)
+    plan = random_plan(np.random.default_rng(seed), x, w, list_header, groups)
     cm = compress(x, plan=plan)
     assert_bits_equal(cm.decode(), x)
     if not cm.raw_layout:
@@ -338,9 +349,12 @@ def test_any_plan_round_trips_and_matches_reference(dtype, rows, dim, pattern, w
         starts, ends = cm.row_offsets()
         for i, words in enumerate(expected):
             assert [int(v) for v in cm.payload[starts[i]:ends[i]]] == words, f"row {i}"
-        assert cm.list_header == list_header
+        assert cm.list_header == list_header and cm.num_groups == groups
     again = compress(x, plan=cm.plan())
     assert np.array_equal(again.payload, cm.payload)
+    with tempfile.TemporaryDirectory() as d:
+        cm.save(f"{d}/m.ibp")
+        assert_bits_equal(load(f"{d}/m.ibp").decode(), x)
 
 
 def test_plan_without_an_empty_alternative_is_refused():
@@ -352,9 +366,11 @@ def test_plan_without_an_empty_alternative_is_refused():
         compress(x, plan=plan)
 
 
-def test_half_precision_rows_pick_the_smallest_width():
+def test_half_precision_rows_pick_the_smallest_width(monkeypatch):
     """``"auto"`` scores 16-bit chunks for 2-byte elements (and only for them) and keeps the
-    width whose exact size is smallest."""
+    width whose exact size is smallest (row groups, searched for that width afterwards, are
+    left out here)."""
+    monkeypatch.setattr("ibp_gnn.codec.plan.GROUP_COUNTS", ())
     rng = np.random.default_rng(4)
     dense = torch.from_numpy(rng.standard_normal((500, 48)).astype(np.float32))
     sparse = dense * (torch.rand(500, 48, generator=torch.Generator().manual_seed(0)) < 0.1)
@@ -379,3 +395,23 @@ def test_list_header_fields_must_fit_a_chunk_word():
         compress(x, plan=listed)
     assert_bits_equal(compress(x, plan=plan).decode(), torch.from_numpy(x))
     assert compress(x, chunk_bits=32).list_header   # 35,000 32-bit chunks: fits
+
+
+def test_planner_groups_rows_when_it_pays(monkeypatch):
+    """Rows of three kinds (sparse 0/1, dense floats, shifted counts) get one row group each
+    when that stores them in fewer host bytes; a single population keeps one group."""
+    rng = np.random.default_rng(0)
+    mixed = np.concatenate([(rng.random((150, 40)) < 0.05).astype(np.float32),
+                            rng.standard_normal((150, 40)).astype(np.float32).round(1),
+                            3 + (rng.random((150, 40)) < 0.1).astype(np.float32)])
+    mixed = mixed[rng.permutation(len(mixed))]
+    grouped = compress(mixed)
+    assert grouped.num_groups > 1 and grouped.extended
+    assert_bits_equal(grouped.decode(), torch.from_numpy(mixed))
+    monkeypatch.setattr("ibp_gnn.codec.plan.GROUP_COUNTS", ())
+    single = compress(mixed)
+    assert single.num_groups == 1
+    assert grouped.host_bytes < single.host_bytes
+    monkeypatch.undo()
+    uniform = (rng.random((400, 40)) < 0.05).astype(np.float32)
+    assert compress(uniform).num_groups == 1

@@ -97,12 +97,12 @@ WRAPPERS = {
 #define EMU_DECODE(NAME, WORD, INDEX, OFF) extern "C" void emu_##NAME(int grid, int block,     \
   const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
   const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,               \
-  const WORD* alt_mask, const WORD* alt_bitval, int list_header, long long num_rows,            \
-  long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,              \
-  long long row_bytes, int unit, int stage_masks, long long cap_words) {                        \
+  const WORD* alt_mask, const WORD* alt_bitval, int list_header, int num_groups,                \
+  long long num_rows, long long C, const INDEX* index, const long long* out_pos, long long B,   \
+  u8* out, long long row_bytes, int unit, int stage_masks, long long cap_words) {               \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
-             sel, alt_base, alt_mask, alt_bitval, list_header, num_rows, C, index, out_pos, B, \
-             out, row_bytes, unit, stage_masks, cap_words); }
+             sel, alt_base, alt_mask, alt_bitval, list_header, num_groups, num_rows, C, index, \
+             out_pos, B, out, row_bytes, unit, stage_masks, cap_words); }
 EMU_DECODE(ibp_decode_w16_i32_o16, u16, int, u16)
 EMU_DECODE(ibp_decode_w16_i64_o16, u16, long long, u16)
 EMU_DECODE(ibp_decode_w16_i32_o32, u16, int, u32)
@@ -132,15 +132,16 @@ EMU_GATHER(gather_raw_v1_i32, u8, int)
 extern "C" void emu_ibp_row_words_##SUFFIX(int grid, int block, const u8* x, long long n,       \
   long long row_bytes, int unit, const WORD* mask, const WORD* bitval, const u8* sel,           \
   const unsigned* alt_base, const WORD* alt_mask, const WORD* alt_bitval, int list_header,      \
-  long long C, long long* lengths) {                                                            \
+  int num_groups, long long C, long long* lengths, int* row_group) {                            \
   emu_launch(ibp_row_words_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, sel,     \
-             alt_base, alt_mask, alt_bitval, list_header, C, lengths); }                        \
+             alt_base, alt_mask, alt_bitval, list_header, num_groups, C, lengths, row_group); } \
 extern "C" void emu_ibp_encode_rows_##SUFFIX(int grid, int block, const u8* x, long long n,     \
   long long row_bytes, int unit, const WORD* mask, const WORD* bitval, const u8* sel,           \
   const unsigned* alt_base, const WORD* alt_mask, const WORD* alt_bitval, int list_header,      \
-  long long C, const long long* offsets, WORD* out) {                                           \
+  int num_groups, long long C, const int* row_group, const long long* offsets, WORD* out) {     \
   emu_launch(ibp_encode_rows_##SUFFIX, grid, block, x, n, row_bytes, unit, mask, bitval, sel,   \
-             alt_base, alt_mask, alt_bitval, list_header, C, offsets, out); }
+             alt_base, alt_mask, alt_bitval, list_header, num_groups, C, row_group, offsets,    \
+             out); }
 EMU_ENCODE(w16, u16)
 EMU_ENCODE(w32, u32)
 EMU_ENCODE(w64, u64)
@@ -194,7 +195,7 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), I(int(cm.list_header)),
-       L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
+       I(cm.num_groups), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
        L(max(32, cap_bytes // ws)))
     return out
@@ -233,12 +234,16 @@ def _matrices():
                                          np.zeros((50, 64), np.float32)])
     yield "wide_random", rng.integers(-2**31, 2**31, (40, 6000)).astype(np.int32)  # u32 offsets
     yield "i16_rows3d", rng.integers(0, 4, (70, 5, 7)).astype(np.int16)
+    mixed = np.concatenate([(rng.random((150, 40)) < 0.05).astype(np.float32),  # row groups
+                            rng.standard_normal((150, 40)).astype(np.float32).round(1),
+                            3 + (rng.random((150, 40)) < 0.1).astype(np.float32)])
+    yield "clustered", mixed[rng.permutation(len(mixed))]
 
 
 MATRICES = dict(_matrices())
 # a quick subset by default (raw and encoded rows, both offset widths, long rows); all with
 # --runslow
-QUICK = {"f32_sparse", "f16_odd", "wide_random"}
+QUICK = {"f32_sparse", "f16_odd", "wide_random", "clustered"}
 CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
          for name in MATRICES]
 
@@ -262,13 +267,15 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
 
 
 def test_emulated_cases_cover_the_format():
-    """The matrices above reach raw and encoded rows, both offset widths, and encoded rows
-    longer than the per-warp buffer."""
+    """The matrices above reach raw and encoded rows, both offset widths, both header kinds,
+    selectors, row groups, and encoded rows longer than the per-warp buffer."""
     kinds, offsets, long_rows, headers, selectors = set(), set(), False, set(), set()
+    groups = set()
     for x in MATRICES.values():
         for w in (16, 32, 64):
             cm = compress(x, chunk_bits=w)
             headers.add(cm.list_header)
+            groups.add(cm.num_groups > 1)
             selectors |= set(int(s) for s in cm.kind_select_bits)
             kinds |= {bool(f) for f in cm.raw_flags}
             offsets.add(cm.offset_tables()[0].dtype)
@@ -276,6 +283,7 @@ def test_emulated_cases_cover_the_format():
             long_rows |= bool(len(enc) and enc.max() * w // 8 > 2048)
     assert kinds == {True, False}
     assert headers == {True, False}
+    assert groups == {True, False}
     assert selectors >= {0, 1, 2, 3}
     assert offsets == {np.dtype(np.uint16), np.dtype(np.uint32)}
     assert long_rows
@@ -331,13 +339,15 @@ def emu_encode(lib, x, plan):
     mask, bitval = np.ascontiguousarray(plan.mask), np.ascontiguousarray(plan.bitval)
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(proto)
     patterns = (_p(mask), _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval),
-                I(int(plan.list_header)), L(plan.num_chunks))
+                I(int(plan.list_header)), I(plan.num_groups), L(plan.num_chunks))
     n, rb = rows.shape
     unit = gpu._unit(rb, ws)
     lengths = np.zeros(n, np.int64)
+    row_group = np.zeros(n, np.int32)
     getattr(lib, f"emu_ibp_row_words_w{w}")(I(2), I(64), _p(rows), L(n), L(rb), I(unit),
-                                            *patterns, _p(lengths))
-    expected = stored_row_words(rows, proto)
+                                            *patterns, _p(lengths), _p(row_group))
+    expected, expected_group = stored_row_words(rows, proto)
+    np.testing.assert_array_equal(row_group, expected_group)
     if n and lengths.min() < 0:  # gpu.py raises before encoding
         return lengths, None, expected
     offsets = np.zeros(n + 1, np.int64)
@@ -345,7 +355,7 @@ def emu_encode(lib, x, plan):
     total = int(offsets[-1])
     out = np.zeros(total + total % 2, WORD_DTYPES[w])
     getattr(lib, f"emu_ibp_encode_rows_w{w}")(I(3), I(64), _p(rows), L(n), L(rb), I(unit),
-                                              *patterns, _p(offsets), _p(out))
+                                              *patterns, _p(row_group), _p(offsets), _p(out))
     return lengths, out[:total], expected
 
 
@@ -369,13 +379,14 @@ def test_emulated_encode_identical(libs, name, w, extended):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_emulated_encode_any_plan(libs, seed):
-    """The GPU encoder under random base patterns, selectors, alternatives and headers."""
+    """The GPU encoder under random base patterns, selectors, alternatives, headers and row
+    groups."""
     from test_codec import make_matrix, random_plan
     rng = np.random.default_rng(100 + seed)
     dtype = ["float32", "float16", "int8", "float64", "bfloat16", "uint16"][seed]
     pattern = ["sparse", "equal_rows"][seed % 2]
     x = make_matrix(dtype, (40, int(rng.integers(20, 300))), pattern, seed)
-    plan = random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0)
+    plan = random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0, (2, 1, 3, 4, 5, 1)[seed])
     assert not check_encoder(libs["ibp_encode.cu"], x, plan).raw_layout
 
 
@@ -390,13 +401,14 @@ def test_emulated_encoder_flags_unencodable_rows(libs):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_emulated_decode_any_plan(libs, seed):
-    """Random base patterns, selector bits, alternatives and both header kinds."""
+    """Random base patterns, selector bits, alternatives, both header kinds, row groups."""
     from test_codec import make_matrix, random_plan
     rng = np.random.default_rng(seed)
     dtype = ["float32", "float16", "int8", "float64", "bfloat16", "uint16"][seed]
     pattern = ["sparse", "equal_rows"][seed % 2]  # patterns that some chunks match
     x = make_matrix(dtype, (40, int(rng.integers(20, 300))), pattern, seed)
-    cm = compress(x, plan=random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0))
+    cm = compress(x, plan=random_plan(rng, x, (16, 32, 64)[seed % 3], seed % 2 == 0,
+                                      (1, 2, 3, 4, 1, 5)[seed]))
     assert not cm.raw_layout
     idx = rng.integers(0, cm.num_rows, 60).astype(np.int64)
     exp = expected_bytes(cm, idx)

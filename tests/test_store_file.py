@@ -7,6 +7,7 @@ import torch
 
 from ibp_gnn.codec import compress, load
 from ibp_gnn.codec.io import MAGIC, StoreFileError
+from ibp_gnn.codec.plan import combine_plans
 
 from conftest import assert_bits_equal
 
@@ -137,3 +138,40 @@ def test_malformed_list_rows_are_refused(tmp_path):
     good = tmp_path / "good.ibp"
     cm.save(good)
     assert_bits_equal(load(good).decode(), torch.from_numpy(x))
+
+
+def test_version_2_files_still_load(tmp_path):
+    """A version 2 file (no row groups field) reads as one row group."""
+    import zlib
+    x = (torch.rand(200, 40) < 0.1).to(torch.float32)
+    path = tmp_path / "v2.ibp"
+    compress(x).save(path)
+    raw = bytearray(path.read_bytes())
+    head_len = struct.unpack_from("<I", raw, 12)[0]
+    header = json.loads(raw[16:16 + head_len])
+    del header["num_groups"]
+    head = json.dumps(header).encode().ljust(head_len)
+    raw[8:12] = struct.pack("<I", 2)
+    raw[16:16 + head_len] = head
+    raw[16 + head_len:20 + head_len] = struct.pack("<I", zlib.crc32(head))
+    path.write_bytes(bytes(raw))
+    cm = load(path)
+    assert cm.num_groups == 1
+    assert_bits_equal(cm.decode(), x)
+
+
+def test_row_group_ids_beyond_the_groups_are_refused(tmp_path):
+    x = (torch.rand(300, 64) < 0.2).to(torch.float32) * torch.randn(300, 64)
+    single = compress(x).plan()
+    plan = combine_plans([single] * 3)                  # 3 groups: 2-bit ids, id 3 unused
+    cm = compress(x, plan=plan)
+    assert cm.num_groups == 3 and not cm.raw_layout
+    cm.save(tmp_path / "good.ibp")
+    assert_bits_equal(load(tmp_path / "good.ibp").decode(), x)
+    row = int(np.flatnonzero(~cm.raw_flags)[0])
+    first = cm.row_offsets([row])[0][0] + cm.header_words   # the stream's first word
+    top = np.array(3 << (cm.chunk_bits - 2), dtype=cm.payload.dtype)
+    cm.payload[first] |= top                            # group id 3
+    cm.save(tmp_path / "bad.ibp")
+    with pytest.raises(StoreFileError, match=f"row {row}"):
+        load(tmp_path / "bad.ibp")

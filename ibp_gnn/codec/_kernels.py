@@ -125,12 +125,35 @@ def _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_fr
     return best
 
 
+@nb.njit(inline="always")
+def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start, pat_mask,
+              pat_bitval, pat_free, list_header, pos_bits):
+    """Stream bits of row ``i`` against the column kinds ``kinds[first:first + C]`` (one row
+    group), without the group id and list count; -1 when some chunk matches no pattern."""
+    bits = 0
+    for c in range(num_chunks):
+        x = np.uint64(words[i, c])
+        k = kinds[first + c]
+        if (x & pat_mask[k]) == pat_bitval[k]:
+            bits += pat_free[k]
+            continue
+        p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free)
+        if p < 0:
+            return -1
+        bits += sel_bits[k] + pat_free[p]
+        if list_header:
+            bits += pos_bits
+    return bits
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-              pat_free, list_header, out):
-    """Stored length in words of each row of ``words`` into ``out[n]``; -1 for a row with a
-    chunk that no pattern of its column matches (a plan that cannot encode the row).
+              pat_free, list_header, num_groups, out, groups):
+    """Stored length in words of each row of ``words`` into ``out[n]`` and its row group into
+    ``groups[n]``: the group whose patterns store the row in the fewest words (the lowest on
+    ties; 0 for raw rows). ``out[i]`` is -1 when no group can encode the row.
 
+    ``kinds`` is ``[G * C]``: the kind of column ``c`` in group ``g`` is ``kinds[g * C + c]``.
     Patterns ``[0, K)`` are the base patterns of the kinds, the alternatives of kind ``k``
     are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``).
     """
@@ -139,23 +162,21 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mas
     num_kinds = sel_bits.shape[0]
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
+    prefix = _bit_length(num_groups - 1) + (count_bits if list_header else 0)
     for i in nb.prange(n):
-        bits = count_bits if list_header else 0
-        ok = True
-        for c in range(num_chunks):
-            x = np.uint64(words[i, c])
-            k = kinds[c]
-            if (x & pat_mask[k]) == pat_bitval[k]:
-                bits += pat_free[k]
+        best = -1
+        best_group = 0
+        for g in range(num_groups):
+            bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, num_kinds, sel_bits,
+                             alt_start, pat_mask, pat_bitval, pat_free, list_header, pos_bits)
+            if bits < 0:
                 continue
-            p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free)
-            if p < 0:
-                ok = False
-                break
-            bits += sel_bits[k] + pat_free[p]
-            if list_header:
-                bits += pos_bits
-        out[i] = min(header + (bits + w - 1) // w, num_chunks) if ok else -1
+            stored = min(header + (prefix + bits + w - 1) // w, num_chunks)
+            if best < 0 or stored < best:
+                best = stored
+                best_group = g
+        out[i] = best
+        groups[i] = best_group if best < num_chunks else 0
 
 
 @nb.njit(inline="always")
@@ -197,8 +218,10 @@ def _extract(x, p, run_start, run_len, run_count):
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-                pat_free, run_start, run_len, run_count, list_header, offsets, payload):
-    """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]``.
+                pat_free, run_start, run_len, run_count, list_header, num_groups, groups,
+                offsets, payload):
+    """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]`` against the
+    column kinds of its row group ``groups[i]`` (``kinds`` as in :func:`row_words`).
 
     A row given exactly ``num_chunks`` words is stored raw. ``run_start/run_len[p, r]`` list the
     runs of free bits of pattern ``p`` from the most significant down, so extracting the free
@@ -209,6 +232,7 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
     num_kinds = sel_bits.shape[0]
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
     for i in nb.prange(n):
         start = offsets[i]
         end = offsets[i + 1]
@@ -219,17 +243,19 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
         for q in range(start, end):
             payload[q] = 0
         base = start + header
-        pos = 0
+        first = groups[i] * num_chunks
+        _put(payload, base, 0, np.uint64(groups[i]), group_bits, w)
+        pos = group_bits
         if list_header:
             listed = 0
             for c in range(num_chunks):
-                k = kinds[c]
+                k = kinds[first + c]
                 if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
                     listed += 1
-            _put(payload, base, 0, np.uint64(listed), count_bits, w)
-            pos = count_bits
+            _put(payload, base, pos, np.uint64(listed), count_bits, w)
+            pos += count_bits
             for c in range(num_chunks):
-                k = kinds[c]
+                k = kinds[first + c]
                 if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
                     _put(payload, base, pos, np.uint64(c), pos_bits, w)
                     pos += pos_bits
@@ -237,7 +263,7 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
             c1 = min(c0 + SEGMENT, num_chunks)
             for c in range(c0, c1):  # selectors of the segment's non-base chunks
                 x = np.uint64(words[i, c])
-                k = kinds[c]
+                k = kinds[first + c]
                 if (x & pat_mask[k]) == pat_bitval[k]:
                     if not list_header:
                         h = c // w
@@ -250,7 +276,7 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
                     pos += sel_bits[k]
             for c in range(c0, c1):  # then their free bits
                 x = np.uint64(words[i, c])
-                k = kinds[c]
+                k = kinds[first + c]
                 p = k
                 if (x & pat_mask[k]) != pat_bitval[k]:
                     p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
@@ -286,7 +312,7 @@ def _lowest_bit(m):
 
 
 @nb.njit(inline="always")
-def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done, count_bits,
+def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done, entries_at,
                      pos_bits):
     """Bit ``b`` set when chunk ``c0 + b`` of the segment does not match its base pattern, and
     how many list entries have been consumed after it. With 16-bit chunks a segment spans two
@@ -299,7 +325,7 @@ def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done
         return ~word & _low(c1 - c0), listed_done
     bits = _U0
     while listed_done < listed:
-        c = np.int64(_read(payload, start, count_bits + listed_done * pos_bits, pos_bits, w))
+        c = np.int64(_read(payload, start, entries_at + listed_done * pos_bits, pos_bits, w))
         if c >= c1:
             break
         bits |= _U1 << np.uint64(c - c0)
@@ -308,27 +334,29 @@ def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done
 
 
 @nb.njit(inline="always")
-def _stream_start(payload, base, list_header, count_bits, pos_bits, w):
-    """``(listed, pos)``: a list header's entry count (0 for a bitmap) and the stream bit where
-    the segments begin."""
+def _stream_start(payload, base, list_header, group_bits, count_bits, pos_bits, w):
+    """``(group, listed, pos)`` of an encoded row: its row group, a list header's entry count
+    (0 for a bitmap) and the stream bit where the segments begin."""
+    group = np.int64(_read(payload, base, 0, group_bits, w))
     if not list_header:
-        return 0, 0
-    listed = np.int64(_read(payload, base, 0, count_bits, w))
-    return listed, count_bits + listed * pos_bits
+        return group, 0, group_bits
+    listed = np.int64(_read(payload, base, group_bits, count_bits, w))
+    return group, listed, group_bits + count_bits + listed * pos_bits
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
-                pat_bitval, pat_free, run_start, run_len, run_count, list_header, segment_free,
-                bitval_row, out):
+                pat_bitval, pat_free, run_start, run_len, run_count, list_header, num_groups,
+                segment_free, bitval_row, out):
     """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
 
     ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
     fills ``chunk_bits / unit_bits`` consecutive units (little-endian, as the rows were read).
-    ``bitval_row`` is the row every chunk decodes to when it matches a base pattern without free
-    bits, in output units; ``segment_free[g]`` has bit ``b`` set when the base pattern of column
-    ``32 * g + b`` has free bits. An encoded row starts as ``bitval_row`` and only the chunks
-    that read the stream are visited: sparse rows cost about one visit per non-base chunk.
+    Per row group ``r`` (``kinds`` as in :func:`row_words`): ``bitval_row[r]`` is the row every
+    chunk decodes to when it matches a base pattern without free bits, in output units;
+    ``segment_free[r, g]`` has bit ``b`` set when the base pattern of column ``32 * g + b`` has
+    free bits. An encoded row starts as its ``bitval_row`` and only the chunks that read the
+    stream are visited: sparse rows cost about one visit per non-base chunk.
     """
     b_count = starts.shape[0]
     w = chunk_bits
@@ -337,6 +365,7 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
     pieces = w // unit_bits
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
     units = out.shape[1]
     for i in nb.prange(b_count):
         start = starts[i]
@@ -344,29 +373,31 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
             for c in range(num_chunks):
                 _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
             continue
-        for u in range(units):
-            out[i, u] = bitval_row[u]
         base = start + header
-        listed, pos = _stream_start(payload, base, list_header, count_bits, pos_bits, w)
+        group, listed, pos = _stream_start(payload, base, list_header, group_bits, count_bits,
+                                           pos_bits, w)
+        first = group * num_chunks
+        for u in range(units):
+            out[i, u] = bitval_row[group, u]
         listed_done = 0
         for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
             c0 = g * SEGMENT
             c1 = min(c0 + SEGMENT, num_chunks)
             nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
                                                     list_header, listed, listed_done,
-                                                    count_bits, pos_bits)
+                                                    group_bits + count_bits, pos_bits)
             sel_pos = pos
             todo = nonbase
             while todo:
                 c = c0 + _lowest_bit(todo)
                 todo &= todo - _U1
-                pos += sel_bits[kinds[c]]
-            todo = nonbase | (segment_free[g] & ~nonbase)
+                pos += sel_bits[kinds[first + c]]
+            todo = nonbase | (segment_free[group, g] & ~nonbase)
             while todo:
                 b = _lowest_bit(todo)
                 todo &= todo - _U1
                 c = c0 + b
-                k = kinds[c]
+                k = kinds[first + c]
                 p = k
                 if (nonbase >> np.uint64(b)) & _U1:
                     s = sel_bits[k]
@@ -392,29 +423,37 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
 
 @nb.njit(cache=True, nogil=True)
 def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
-                           pat_free, list_header):
+                           pat_free, list_header, num_groups):
     """Index of the first encoded row whose header and selectors imply a length other than its
-    stored one (or a malformed list), or -1. Guarantees the decoder never reads past a row."""
+    stored one (or a malformed list, or a row group out of range), or -1. Guarantees the
+    decoder never reads past a row or its tables."""
     w = chunk_bits
     num_kinds = sel_bits.shape[0]
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
+    prefix = group_bits + (count_bits if list_header else 0)
     for i in range(offsets.shape[0] - 1):
         start = offsets[i]
         length = offsets[i + 1] - start
         if length == num_chunks:
             continue
-        if length < header or length * w < (count_bits if list_header else 0):
+        if length < header or (length - header) * w < prefix:
             return i
         base = start + header
         avail = (length - header) * w
-        listed, pos = _stream_start(payload, base, list_header, count_bits, pos_bits, w)
+        group, listed, pos = _stream_start(payload, base, list_header, group_bits, count_bits,
+                                           pos_bits, w)
+        if group >= num_groups:
+            return i
+        first = group * num_chunks
         prev = -1
         if list_header:
             if listed > num_chunks or pos > avail:
                 return i
             for e in range(listed):
-                c = np.int64(_read(payload, base, count_bits + e * pos_bits, pos_bits, w))
+                c = np.int64(_read(payload, base, group_bits + count_bits + e * pos_bits,
+                                   pos_bits, w))
                 if c <= prev or c >= num_chunks:
                     return i
                 prev = c
@@ -424,15 +463,15 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
             c1 = min(c0 + SEGMENT, num_chunks)
             nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
                                                     list_header, listed, listed_done,
-                                                    count_bits, pos_bits)
+                                                    group_bits + count_bits, pos_bits)
             sel_pos = pos
             for c in range(c0, c1):
                 if (nonbase >> np.uint64(c - c0)) & _U1:
-                    pos += sel_bits[kinds[c]]
+                    pos += sel_bits[kinds[first + c]]
             if pos > avail:
                 return i
             for c in range(c0, c1):
-                k = kinds[c]
+                k = kinds[first + c]
                 if (nonbase >> np.uint64(c - c0)) & _U1:
                     s = sel_bits[k]
                     p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_pos, s, w))

@@ -54,6 +54,18 @@ def unpack_kinds(words: np.ndarray, kind_bits: int, num_columns: int) -> np.ndar
     return ids.reshape(-1)[:num_columns].astype(np.uint32)
 
 
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` for a 2-D integer array, through one
+    lexsort (numpy's version compares the rows as opaque byte strings, far slower)."""
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    new = np.ones(len(rows), bool)
+    new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    ids = np.empty(len(rows), np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ordered[new], ids
+
+
 def column_kinds(mask: np.ndarray, bitval: np.ndarray, select_bits=None, alt_masks=None,
                  alt_bitvals=None):
     """Distinct column patterns: ``(kind_masks, kind_bitvals, packed ids, kind_bits,
@@ -78,8 +90,7 @@ def column_kinds(mask: np.ndarray, bitval: np.ndarray, select_bits=None, alt_mas
                            np.asarray(select_bits, np.uint64)[:, None],
                            np.where(used, alt_masks, 0).astype(np.uint64),
                            np.where(used, alt_bitvals, 0).astype(np.uint64)], axis=1)
-    table, ids = np.unique(rows, axis=0, return_inverse=True)
-    ids = ids.reshape(-1)
+    table, ids = _unique_rows(rows)
     kind_bits = next(b for b in KIND_BITS if (1 << b) >= len(table))
     width = alt_masks.shape[1]
     kind_sel = table[:, 2].astype(np.uint8)
@@ -147,6 +158,9 @@ class CompressedMatrix:
         alt_masks, alt_bitvals: ``[sum(2**s)]`` words: the alternative patterns of the kinds,
             kind by kind (default: one empty mask per kind, i.e. the chunk is stored whole).
         list_header: rows list their non-base chunks instead of a bitmap header.
+        num_groups: row groups ``G``; each encoded row starts with its group id and is coded
+            against its group's column kinds (``column_kinds`` then packs ``G * C`` ids,
+            group-major).
     """
 
     shape: tuple
@@ -167,6 +181,7 @@ class CompressedMatrix:
     alt_masks: np.ndarray | None = None
     alt_bitvals: np.ndarray | None = None
     list_header: bool = False
+    num_groups: int = 1
 
     def __post_init__(self):
         if self.kind_select_bits is None:
@@ -203,26 +218,32 @@ class CompressedMatrix:
 
     @property
     def extended(self) -> bool:
-        """Whether the matrix uses options beyond the basic format (selectors, list header)."""
-        return bool(self.list_header or np.any(self.kind_select_bits)
+        """Whether the matrix uses options beyond the basic format (selectors, list header,
+        row groups)."""
+        return bool(self.list_header or self.num_groups > 1 or np.any(self.kind_select_bits)
                     or np.any(self.alt_masks))
+
+    @property
+    def group_bits(self) -> int:
+        """Bits of the group id at the start of every encoded row's stream."""
+        return (self.num_groups - 1).bit_length()
 
     @property
     def num_kinds(self) -> int:
         return int(self.kind_masks.shape[0])
 
     def column_kind_ids(self) -> np.ndarray:
-        """Kind id of every column, uint32 ``[C]``."""
-        return unpack_kinds(self.column_kinds, self.kind_bits, self.num_chunks)
+        """Kind id of every column of every row group, uint32 ``[G * C]`` (group-major)."""
+        return unpack_kinds(self.column_kinds, self.kind_bits, self.num_groups * self.num_chunks)
 
     @property
     def mask(self) -> np.ndarray:
-        """Per-column invariant bits ``[C]`` (expanded from the kinds on every access)."""
+        """Per-column base masks ``[G * C]`` (expanded from the kinds on every access)."""
         return self.kind_masks[self.column_kind_ids()]
 
     @property
     def bitval(self) -> np.ndarray:
-        """Per-column values of the invariant bits ``[C]`` (expanded on every access)."""
+        """Per-column base values ``[G * C]`` (expanded on every access)."""
         return self.kind_bitvals[self.column_kind_ids()]
 
     @property
@@ -297,7 +318,7 @@ class CompressedMatrix:
         kinds = self.column_kind_ids()
         _, _, _, sel, alt_start = self.patterns()
         slots = int(1 << sel.max(initial=0))
-        alt_masks = np.zeros((self.num_chunks, slots), self.kind_masks.dtype)
+        alt_masks = np.zeros((len(kinds), slots), self.kind_masks.dtype)
         alt_bitvals = np.zeros_like(alt_masks)
         for v in range(slots):
             has = v < (1 << sel[kinds])
@@ -306,7 +327,8 @@ class CompressedMatrix:
             alt_bitvals[has, v] = self.alt_bitvals[where]
         return Plan(self.chunk_bits, self.mask, self.bitval, self.threshold,
                     select_bits=self.kind_select_bits[kinds].astype(np.uint8),
-                    alt_masks=alt_masks, alt_bitvals=alt_bitvals, list_header=self.list_header)
+                    alt_masks=alt_masks, alt_bitvals=alt_bitvals, list_header=self.list_header,
+                    num_groups=self.num_groups)
 
     def patterns(self):
         """The pattern table the kernels use, cached: ``(mask, bitval, free, select_bits,
@@ -370,6 +392,7 @@ class CompressedMatrix:
             "raw_layout": self.raw_layout,
             "header": "list" if self.list_header else "bitmap",
             "max_select_bits": int(self.kind_select_bits.max(initial=0)),
+            "row_groups": self.num_groups,
             "rows_raw": self.rows_raw,
             "compress_seconds": self.compress_seconds,
         }

@@ -51,7 +51,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
-    lengths = stored_row_words(byte_rows, proto, block_bytes)
+    lengths, groups = stored_row_words(byte_rows, proto, block_bytes)
     if n and lengths.min() < 0:
         bad = int(np.argmax(lengths < 0))
         raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
@@ -68,7 +68,8 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
         for lo, block in row_blocks(byte_rows, block_bytes):
             _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, pat_mask,
                                  pat_bitval, pat_free, run_start, run_len, run_count,
-                                 plan.list_header, offsets[lo:lo + len(block) + 1], payload)
+                                 plan.list_header, plan.num_groups, groups[lo:lo + len(block)],
+                                 offsets[lo:lo + len(block) + 1], payload)
     else:
         for lo, block in row_blocks(byte_rows, block_bytes):
             payload[lo * c:(lo + len(block)) * c] = block.view(wd)[:, :c].reshape(-1)
@@ -77,18 +78,21 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
 
 
 def stored_row_words(byte_rows: np.ndarray, proto: CompressedMatrix,
-                     block_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
+                     block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Stored length in words of every row (``[N, row_bytes]`` uint8) under the patterns of
-    ``proto``, int64 ``[N]``; -1 for a row that no pattern set can encode."""
+    ``proto``, int64 ``[N]`` (-1 for a row that no pattern set can encode), and the row group
+    each row is coded in, int64 ``[N]`` (the one storing it in the fewest words)."""
     w = proto.chunk_bits
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
     lengths = np.empty(len(byte_rows), np.int64)
+    groups = np.empty(len(byte_rows), np.int64)
     for lo, block in row_blocks(byte_rows, block_bytes):
         _kernels.row_words(block.view(WORD_DTYPES[w]), proto.num_chunks, w, kinds, sel,
                            alt_start, pat_mask, pat_bitval, pat_free, proto.list_header,
-                           lengths[lo:lo + len(block)])
-    return lengths
+                           proto.num_groups, lengths[lo:lo + len(block)],
+                           groups[lo:lo + len(block)])
+    return lengths, groups
 
 
 def allocate_payload(allocator: Allocator | None, words: int, word_dtype) -> np.ndarray:
@@ -160,9 +164,11 @@ def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
     if list_header and not list_header_fits(plan.num_chunks, plan.chunk_bits):
         raise ValueError(f"a list header cannot count {plan.num_chunks} chunks in one "
                          f"{plan.chunk_bits}-bit word: use a bitmap header or wider chunks")
+    num_groups = plan.num_groups
     if raw_layout:  # no chunk is decoded through a pattern: keep one empty kind
-        mask, bitval = np.zeros_like(mask), np.zeros_like(bitval)
-        alts, list_header = (None, None, None), False
+        c = plan.num_chunks
+        mask, bitval = np.zeros_like(mask[:c]), np.zeros_like(bitval[:c])
+        alts, list_header, num_groups = (None, None, None), False, 1
         offset_lo, block_base, shift = np.zeros(0, np.uint16), np.zeros(0, np.uint64), 0
     else:
         offset_lo, block_base, shift = split_offsets(offsets)
@@ -174,4 +180,4 @@ def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
         payload=payload, offset_lo=offset_lo, block_base=block_base, offset_shift=shift,
         threshold=plan.threshold, raw_layout=raw_layout, compress_seconds=compress_seconds,
         kind_select_bits=sel, alt_masks=alt_masks, alt_bitvals=alt_bitvals,
-        list_header=list_header)
+        list_header=list_header, num_groups=num_groups)

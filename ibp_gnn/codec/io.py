@@ -17,10 +17,13 @@ import numpy as np
 from . import _kernels, dtypes
 from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
 from .encode import list_header_fits
+from .plan import MAX_GROUPS
 
 MAGIC = b"\x89IBPGNN\n"
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)  # version 1 files are the basic format: no alternatives, bitmap headers
+FORMAT_VERSION = 3
+# version 1 files are the basic format (no alternatives, bitmap headers); version 2 files have
+# no row groups; version 3 adds 16-bit chunks and row groups
+READ_VERSIONS = (1, 2, 3)
 SECTION_ALIGNMENT = 4096
 _SECTIONS_V1 = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base",
                 "payload")
@@ -50,7 +53,8 @@ def save(cm: CompressedMatrix, path) -> None:
         "shape": [int(s) for s in cm.shape], "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
         "offset_shift": cm.offset_shift, "kind_bits": cm.kind_bits,
         "raw_layout": cm.raw_layout, "threshold": cm.threshold,
-        "list_header": bool(cm.list_header), "sections": {},
+        "list_header": bool(cm.list_header), "num_groups": int(cm.num_groups),
+        "sections": {},
     }
     # section offsets depend on the header length, which depends on the offsets: fix the
     # header size first with generous placeholders, then fill in the real values
@@ -138,7 +142,8 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
                           chunk_bits=header["chunk_bits"], offset_shift=header["offset_shift"],
                           kind_bits=header["kind_bits"], raw_layout=header["raw_layout"],
                           threshold=header["threshold"],
-                          list_header=header.get("list_header", False), **arrays)
+                          list_header=header.get("list_header", False),
+                          num_groups=header.get("num_groups", 1), **arrays)
     validate(cm, str(path))
     return cm
 
@@ -161,6 +166,8 @@ def _check_header(header, path, version: int = FORMAT_VERSION) -> None:
               "file_bytes": int, "sections": dict}
     if version >= 2:
         fields["list_header"] = bool
+    if version >= 3:
+        fields["num_groups"] = int
     for key, kind in fields.items():
         if not isinstance(header.get(key), kind):
             fail(f"field {key!r} is missing or has the wrong type")
@@ -189,12 +196,14 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail(f"chunk_bits {cm.chunk_bits}")
     wd = WORD_DTYPES[cm.chunk_bits]
     n, c = cm.num_rows, cm.num_chunks
+    if not 1 <= cm.num_groups <= MAX_GROUPS or (cm.raw_layout and cm.num_groups != 1):
+        fail(f"num_groups {cm.num_groups}")
     if not 0 <= cm.offset_shift <= 16:
         fail(f"offset_shift {cm.offset_shift}")
     if cm.kind_bits not in KIND_BITS:
         fail(f"kind_bits {cm.kind_bits}")
     k = cm.kind_masks.shape[0] if cm.kind_masks.ndim == 1 else -1
-    kind_words = 0 if cm.kind_bits == 0 else -(-c * cm.kind_bits // 32)
+    kind_words = 0 if cm.kind_bits == 0 else -(-cm.num_groups * c * cm.kind_bits // 32)
     tables = 0 if cm.raw_layout else 1
     expect = {"kind_masks": ((k,), wd), "kind_bitvals": ((k,), wd),
               "column_kinds": ((kind_words,), np.dtype(np.uint32)), "payload": (None, wd),
@@ -237,6 +246,6 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
     _, _, pat_free, sel64, alt_start = cm.patterns()
     bad = _kernels.first_inconsistent_row(cm.payload, offsets, c, cm.chunk_bits,
                                           cm.column_kind_ids(), sel64, alt_start, pat_free,
-                                          cm.list_header)
+                                          cm.list_header, cm.num_groups)
     if bad >= 0:
         fail(f"row {bad}: its header and selectors do not match its stored length")

@@ -16,6 +16,8 @@ REFINE_STEP = 0.01
 CHUNK_WIDTHS = (16, 32, 64)
 DEFAULT_SAMPLE_ROWS = 1 << 18
 DEFAULT_BLOCK_BYTES = 64 << 20
+#: Most row groups a matrix may have (the group id of a row is at most 8 bits).
+MAX_GROUPS = 256
 
 # bits set in each byte value, [256, 8]: _BYTE_BITS[v, b] = (v >> b) & 1
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.int64)
@@ -25,11 +27,12 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.
 class Plan:
     """How rows are chunked and which patterns each column's chunks are coded against.
 
-    ``mask``/``bitval`` are ``[C]`` arrays of the chunk's word dtype: the base pattern of each
-    column. ``select_bits`` (uint8 ``[C]``) and ``alt_masks``/``alt_bitvals`` (``[C, S]``,
-    ``S >= 2**select_bits``) give the alternatives a non-base chunk selects from; by default
-    one empty mask (the chunk is stored whole). ``list_header``: rows list their non-base
-    chunks instead of a bitmap.
+    ``mask``/``bitval`` are ``[G * C]`` arrays of the chunk's word dtype: the base pattern of
+    each column in each of the ``num_groups`` row groups (group-major: column ``c`` of group
+    ``g`` is entry ``g * C + c``; one group unless rows were clustered). ``select_bits`` (uint8
+    ``[G * C]``) and ``alt_masks``/``alt_bitvals`` (``[G * C, S]``, ``S >= 2**select_bits``)
+    give the alternatives a non-base chunk selects from; by default one empty mask (the chunk
+    is stored whole). ``list_header``: rows list their non-base chunks instead of a bitmap.
     """
 
     chunk_bits: int
@@ -40,6 +43,7 @@ class Plan:
     alt_masks: np.ndarray | None = None
     alt_bitvals: np.ndarray | None = None
     list_header: bool = False
+    num_groups: int = 1
 
     def __post_init__(self):
         c = self.mask.shape[0]
@@ -47,10 +51,13 @@ class Plan:
             object.__setattr__(self, "select_bits", np.zeros(c, np.uint8))
             object.__setattr__(self, "alt_masks", np.zeros((c, 1), self.mask.dtype))
             object.__setattr__(self, "alt_bitvals", np.zeros((c, 1), self.mask.dtype))
+        if not 1 <= self.num_groups <= MAX_GROUPS or c % self.num_groups:
+            raise ValueError(f"num_groups must be in [1, {MAX_GROUPS}] and divide the "
+                             f"{c} column patterns, got {self.num_groups}")
 
     @property
     def num_chunks(self) -> int:
-        return int(self.mask.shape[0])
+        return int(self.mask.shape[0]) // self.num_groups
 
     @property
     def free_bits(self) -> np.ndarray:
@@ -167,6 +174,12 @@ BASE_THRESHOLDS = (0.5, 0.9, 0.99, 1.0)
 GROUP_THRESHOLDS = (1.0, 0.99, 0.95, 0.9)
 DISCOVERY_ROWS = 4096
 SPLIT_SAMPLE = 64
+#: Row group counts the planner tries, the bits rows are clustered on, and the fewest planning
+#: rows a group needs.
+GROUP_COUNTS = (4,)
+CLUSTER_BITS = 128
+MIN_GROUP_ROWS = 16
+KMEANS_ROUNDS = 10
 
 
 def auto_widths(element_bytes: int | None) -> tuple[int, ...]:
@@ -241,7 +254,11 @@ def choose_plan(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
             for plan_x in extended_plans(byte_rows, counts, w, plan.threshold, seed=seed,
                                          num_rows=num_rows):
                 best.append((exact_bytes(byte_rows, plan_x, block_bytes), plan_x))
-    return min(best, key=lambda r: r[0])[1]
+    size, plan = min(best, key=lambda r: r[0])
+    if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
+        plan = grouped_plan(byte_rows, counts, plan, size, seed=seed, num_rows=num_rows,
+                            block_bytes=block_bytes)
+    return plan
 
 
 def exact_bytes(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -250,7 +267,7 @@ def exact_bytes(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BL
     w = plan.chunk_bits
     proto = build_matrix(plan, byte_rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
                          np.zeros(1, np.int64))
-    return int(stored_row_words(byte_rows, proto, block_bytes).sum()) * (w // 8)
+    return int(stored_row_words(byte_rows, proto, block_bytes)[0].sum()) * (w // 8)
 
 
 def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold: float, *,
@@ -302,3 +319,117 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
                           alt_masks=alt_m[a, cols, s].astype(wd),
                           alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header))
     return plans
+
+
+def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Row clusters ``[n]`` (ids below ``k``): k-means on the :data:`CLUSTER_BITS` bit
+    positions whose values vary most (highest binary entropy over the rows ``counts`` came
+    from), seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds."""
+    n = len(byte_rows)
+    total = max(int(counts.max(initial=0)), 1)
+    p = counts[:byte_rows.shape[1] * 8] / max(total, n)
+    varying = np.flatnonzero((p > 0) & (p < 1))
+    if len(varying) == 0 or n < k:
+        return np.zeros(n, np.int64)
+    spread = np.minimum(p[varying], 1 - p[varying])  # entropy grows with this
+    top = varying[np.argsort(-spread, kind="stable")[:CLUSTER_BITS]]
+    feats = ((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    centers = [feats[rng.integers(n)]]
+    for _ in range(1, k):
+        d = ((feats[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1).min(1)
+        if d.sum() == 0:
+            break
+        centers.append(feats[rng.choice(n, p=d / d.sum())])
+    centers = np.asarray(centers)
+    sq = (feats ** 2).sum(1)[:, None]
+    for _ in range(KMEANS_ROUNDS):
+        labels = np.argmin(sq - 2 * feats @ centers.T + (centers ** 2).sum(1)[None], axis=1)
+        for g in range(len(centers)):
+            members = labels == g
+            if members.any():
+                centers[g] = feats[members].mean(0)
+    return labels
+
+
+def combine_plans(plans: list[Plan]) -> Plan:
+    """One plan whose row groups are ``plans`` (same chunk width and header kind)."""
+    slots = max(p.alt_masks.shape[1] for p in plans)
+
+    def padded(a):
+        out = np.zeros((a.shape[0], slots), a.dtype)
+        out[:, :a.shape[1]] = a
+        return out
+
+    return Plan(plans[0].chunk_bits, np.concatenate([p.mask for p in plans]),
+                np.concatenate([p.bitval for p in plans]), plans[0].threshold,
+                select_bits=np.concatenate([p.select_bits for p in plans]),
+                alt_masks=np.concatenate([padded(p.alt_masks) for p in plans]),
+                alt_bitvals=np.concatenate([padded(p.alt_bitvals) for p in plans]),
+                list_header=plans[0].list_header, num_groups=len(plans))
+
+
+def _host_cost(byte_rows: np.ndarray, plan: Plan, scale: float, block_bytes: int):
+    """Payload bytes of ``byte_rows`` under ``plan`` times ``scale`` plus the pattern tables'
+    bytes, and the row group of each row."""
+    from .encode import build_matrix, stored_row_words
+    w = plan.chunk_bits
+    proto = build_matrix(plan, byte_rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
+                         np.zeros(1, np.int64))
+    words, groups = stored_row_words(byte_rows, proto, block_bytes)
+    return int(words.sum()) * (w // 8) * scale + proto.column_bytes, groups
+
+
+def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single_bytes: int, *,
+                 seed: int = 0, num_rows: int | None = None,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES) -> Plan:
+    """``single`` or, when it stores the rows in fewer host bytes (payload and pattern
+    tables), a plan with row groups: the rows are clustered (:func:`cluster_rows`), each
+    cluster gets its own per-column patterns (:func:`extended_plans`, same width and header
+    kind as ``single``), every row is moved to the group that stores it smallest and the
+    groups are planned once more. ``single_bytes``: the payload bytes of ``single``."""
+    n = len(byte_rows)
+    num_rows = num_rows or n
+    w = single.chunk_bits
+    if n > DISCOVERY_ROWS:
+        pick = np.sort(np.random.default_rng(seed + 2).choice(n, DISCOVERY_ROWS, replace=False))
+        sample = byte_rows[pick]
+    else:
+        sample = byte_rows
+    m = len(sample)
+
+    def plan_groups(labels):
+        plans = []
+        for g in range(int(labels.max(initial=-1)) + 1):
+            members = sample[labels == g]
+            if len(members) < MIN_GROUP_ROWS:
+                continue
+            found = extended_plans(members, bit_counts(members), w, single.threshold,
+                                   seed=seed, num_rows=max(1, num_rows * len(members) // m))
+            plans.append(next(p for p in found if p.list_header == single.list_header))
+        return combine_plans(plans) if len(plans) > 1 else None
+
+    scale = num_rows / m
+    best_cost, _ = _host_cost(sample, single, scale, block_bytes)
+    best = None
+    for k in GROUP_COUNTS:
+        grouped = plan_groups(cluster_rows(sample, counts, k, seed))
+        if grouped is None:
+            continue
+        cost, groups = _host_cost(sample, grouped, scale, block_bytes)
+        refined = plan_groups(groups)  # rows moved to the group coding them smallest
+        if refined is not None:
+            cost_r, _ = _host_cost(sample, refined, scale, block_bytes)
+            if cost_r < cost:
+                grouped, cost = refined, cost_r
+        if cost < best_cost:
+            best, best_cost = grouped, cost
+    if best is None:
+        return single
+    # the sample said groups pay: confirm with the exact size over every planning row
+    scale = num_rows / n
+    exact_grouped, _ = _host_cost(byte_rows, best, scale, block_bytes)
+    from .encode import build_matrix
+    proto = build_matrix(single, byte_rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
+                         np.zeros(1, np.int64))
+    return best if exact_grouped < single_bytes * scale + proto.column_bytes else single
