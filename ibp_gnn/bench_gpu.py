@@ -113,7 +113,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     rec = {"dataset": f"{path.parent.name}/{path.stem}", "rows": n0, "tiles": reps,
            "tiled_rows": n, "row_bytes": rb, "dtype": cm.dtype, "chunk_bits": cm.chunk_bits,
            "raw_bytes": n * rb, "payload_bytes": cm.payload_bytes, "host_bytes": cm.host_bytes,
-           "ratio": cm.ratio, "rows_raw_fraction": cm0.rows_raw / max(n0, 1),
+           "ratio": cm.ratio, "row_groups": cm.num_groups, "list_header": cm.list_header,
+           "rows_raw_fraction": cm0.rows_raw / max(n0, 1),
            "cpu_compress_seconds": compress_s}
     b = _batch_rows(rb, batch_bytes, n)
     idx = torch.randint(0, n, (b,), device="cuda")

@@ -67,6 +67,7 @@ def cmd_compress(args) -> int:
     cm.save(args.output)
     print(f"{args.input} -> {args.output}: {cm.raw_bytes} raw bytes, {cm.host_bytes} "
           f"compressed (ratio {cm.ratio:.2f}, {cm.chunk_bits}-bit chunks, "
+          f"{cm.num_groups} row group{'s' if cm.num_groups > 1 else ''}, "
           f"{cm.compress_seconds:.2f} s)")
     return 0
 

@@ -13,6 +13,15 @@ mkdir -p bench/results
   echo "\$ python scripts/space_table.py $data/normalized/*.npz $data/derived/*.npz"
   python scripts/space_table.py "$data"/normalized/*.npz "$data"/derived/*.npz
   echo
+  echo "\$ python scripts/space_table.py --dtype float16 --widths 16,32 $data/normalized/{cora,amazon_computers,tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
+  python scripts/space_table.py --dtype float16 --widths 16,32 \
+      "$data"/normalized/{cora,amazon_computers,tolokers,pygod_reddit}.npz \
+      "$data"/derived/amazon_computers_pca100.npz
+  echo
+  echo "\$ python scripts/space_table.py --rows 1000000 --repeats 1 $data/normalized/{tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
+  python scripts/space_table.py --rows 1000000 --repeats 1 \
+      "$data"/normalized/{tolokers,pygod_reddit}.npz "$data"/derived/amazon_computers_pca100.npz
+  echo
   echo "\$ ibp-gnn bench codec $data/normalized/*.npz $data/derived/*.npz"
   ibp-gnn bench codec "$data"/normalized/*.npz "$data"/derived/*.npz
   echo

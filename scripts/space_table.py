@@ -1,16 +1,20 @@
 """Space and compression time of the basic and the extended format, one line per matrix.
 
-    python scripts/space_table.py [--repeats N] [--dtype float16] [--widths 16,32] PATH...
+    python scripts/space_table.py [--repeats N] [--dtype float16] [--widths 16,32]
+                                  [--rows N] PATH...
 
 Sizes are everything held in host memory (payload, offsets, pattern tables) as % of the raw
 bytes, next to the bit-entropy bound computed from the same matrix. Compression times are the
 median of N runs of each format, measured in the same process after one warm-up run.
 ``--dtype`` casts each matrix first (e.g. float16: the fp16 features some large graphs ship);
 ``--widths`` adds the extended format's size with each of these chunk widths forced.
+``--rows N`` repeats each matrix's rows up to ``N`` rows (how compression time behaves when the
+planner's fixed cost is spread over a large matrix).
 """
 import argparse
 import statistics
 
+import numpy as np
 import torch
 
 from ibp_gnn import compress
@@ -30,13 +34,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
     ap.add_argument("--widths", default="", help="e.g. 16,32")
+    ap.add_argument("--rows", type=int, help="tile every matrix to this many rows")
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",") if w]
-    print(f"{'matrix':30s} {'bound':>7s} {'basic':>7s} {'extended':>8s}   W  header  sel  kinds "
-          f"{'basic s':>8s} {'ext s':>7s} {'time x':>6s}"
+    print(f"{'matrix':30s} {'bound':>7s} {'basic':>7s} {'extended':>8s}   W  header  sel "
+          f"groups  kinds {'basic s':>8s} {'ext s':>7s} {'time x':>6s}"
           + "".join(f" {f'W={w}':>7s}" for w in widths))
     for path in args.paths:
         x = read_matrix(path)
+        if args.rows:
+            x = np.resize(x, (args.rows,) + x.shape[1:])
         if args.dtype:
             x = torch.as_tensor(x).to(getattr(torch, args.dtype))
         basic, t_basic = timed(x, False, args.repeats)
@@ -46,7 +53,7 @@ def main():
         print(f"{name:30s} {100 * entropy_bound_bytes(x) / raw:6.2f}% "
               f"{100 * basic.host_bytes / raw:6.2f}% {100 * ext.host_bytes / raw:7.2f}% "
               f"{ext.chunk_bits:3d}  {'list' if ext.list_header else 'bitmap':6s} "
-              f"{int(ext.kind_select_bits.max()):4d} "
+              f"{int(ext.kind_select_bits.max()):4d} {ext.num_groups:6d} "
               f"{ext.num_kinds:6d} {t_basic:8.3f} {t_ext:7.3f} {t_ext / t_basic:6.2f}"
               + "".join(f" {100 * compress(x, chunk_bits=w).host_bytes / raw:6.2f}%"
                         for w in widths), flush=True)

@@ -127,9 +127,10 @@ def _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_fr
 
 @nb.njit(inline="always")
 def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start, pat_mask,
-              pat_bitval, pat_free, list_header, pos_bits):
+              pat_bitval, pat_free, list_header, pos_bits, limit):
     """Stream bits of row ``i`` against the column kinds ``kinds[first:first + C]`` (one row
-    group), without the group id and list count; -1 when some chunk matches no pattern."""
+    group), without the group id and list count; -1 when some chunk matches no pattern, -2 as
+    soon as the bits exceed ``limit`` (the group cannot beat one already scored)."""
     bits = 0
     for c in range(num_chunks):
         x = np.uint64(words[i, c])
@@ -143,7 +144,12 @@ def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start
         bits += sel_bits[k] + pat_free[p]
         if list_header:
             bits += pos_bits
-    return bits
+        if bits > limit:
+            return -2
+    return bits if bits <= limit else -2
+
+
+ROW_BLOCK = 64  # rows per parallel task (row_words tries the last row's group first)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -156,6 +162,8 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mas
     ``kinds`` is ``[G * C]``: the kind of column ``c`` in group ``g`` is ``kinds[g * C + c]``.
     Patterns ``[0, K)`` are the base patterns of the kinds, the alternatives of kind ``k``
     are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``).
+    Neighbouring rows tend to share a group, so each row scores its predecessor's group first
+    and stops scoring any other group once it cannot be strictly better.
     """
     n = words.shape[0]
     w = chunk_bits
@@ -163,20 +171,34 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mas
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
     prefix = _bit_length(num_groups - 1) + (count_bits if list_header else 0)
-    for i in nb.prange(n):
-        best = -1
-        best_group = 0
-        for g in range(num_groups):
-            bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, num_kinds, sel_bits,
-                             alt_start, pat_mask, pat_bitval, pat_free, list_header, pos_bits)
-            if bits < 0:
-                continue
-            stored = min(header + (prefix + bits + w - 1) // w, num_chunks)
-            if best < 0 or stored < best:
-                best = stored
-                best_group = g
-        out[i] = best
-        groups[i] = best_group if best < num_chunks else 0
+    no_limit = (num_chunks * (w + 8 + pos_bits)) + 1
+    for task in nb.prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        hint = 0
+        for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
+            best = -1
+            best_group = 0
+            for step in range(num_groups):
+                g = (hint + step) % num_groups
+                # the bits that still beat the best so far: strictly fewer words, or as few
+                # words from a lower group (ties go to the lowest group)
+                limit = no_limit
+                if best >= 0:
+                    limit = (best - header - (0 if g < best_group else 1)) * w - prefix
+                if limit < 0:  # (a lower group may still tie: keep going)
+                    continue
+                bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, num_kinds,
+                                 sel_bits, alt_start, pat_mask, pat_bitval, pat_free,
+                                 list_header, pos_bits, limit)
+                if bits < 0:
+                    continue
+                stored = min(header + (prefix + bits + w - 1) // w, num_chunks)
+                if best < 0 or stored < best or (stored == best and g < best_group):
+                    best = stored
+                    best_group = g
+            out[i] = best
+            groups[i] = best_group if best < num_chunks else 0
+            if best >= 0:
+                hint = best_group
 
 
 @nb.njit(inline="always")
@@ -233,58 +255,69 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
     group_bits = _bit_length(num_groups - 1)
-    for i in nb.prange(n):
-        start = offsets[i]
-        end = offsets[i + 1]
-        if end - start == num_chunks:
-            for c in range(num_chunks):
-                payload[start + c] = words[i, c]
-            continue
-        for q in range(start, end):
-            payload[q] = 0
-        base = start + header
-        first = groups[i] * num_chunks
-        _put(payload, base, 0, np.uint64(groups[i]), group_bits, w)
-        pos = group_bits
-        if list_header:
-            listed = 0
-            for c in range(num_chunks):
-                k = kinds[first + c]
-                if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
-                    listed += 1
-            _put(payload, base, pos, np.uint64(listed), count_bits, w)
-            pos += count_bits
-            for c in range(num_chunks):
-                k = kinds[first + c]
-                if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
-                    _put(payload, base, pos, np.uint64(c), pos_bits, w)
-                    pos += pos_bits
-        for c0 in range(0, num_chunks, SEGMENT):
-            c1 = min(c0 + SEGMENT, num_chunks)
-            for c in range(c0, c1):  # selectors of the segment's non-base chunks
-                x = np.uint64(words[i, c])
-                k = kinds[first + c]
-                if (x & pat_mask[k]) == pat_bitval[k]:
-                    if not list_header:
-                        h = c // w
-                        payload[start + h] |= _U1 << np.uint64(c - h * w)
-                elif sel_bits[k]:
-                    p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-                                  pat_free)
+    for task in nb.prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        chosen = np.empty(SEGMENT, np.int64)  # the segment's patterns, picked once per chunk
+        for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
+            _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start,
+                        pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
+                        list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
+                        payload, chosen)
+
+
+@nb.njit(inline="always")
+def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, pat_mask,
+                pat_bitval, pat_free, run_start, run_len, run_count, list_header, header,
+                count_bits, pos_bits, group_bits, groups, offsets, payload, chosen):
+    start = offsets[i]
+    end = offsets[i + 1]
+    if end - start == num_chunks:
+        for c in range(num_chunks):
+            payload[start + c] = words[i, c]
+        return
+    for q in range(start, end):
+        payload[q] = 0
+    base = start + header
+    first = groups[i] * num_chunks
+    _put(payload, base, 0, np.uint64(groups[i]), group_bits, w)
+    pos = group_bits
+    if list_header:
+        listed = 0
+        for c in range(num_chunks):
+            k = kinds[first + c]
+            if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
+                listed += 1
+        _put(payload, base, pos, np.uint64(listed), count_bits, w)
+        pos += count_bits
+        for c in range(num_chunks):
+            k = kinds[first + c]
+            if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
+                _put(payload, base, pos, np.uint64(c), pos_bits, w)
+                pos += pos_bits
+    for c0 in range(0, num_chunks, SEGMENT):
+        c1 = min(c0 + SEGMENT, num_chunks)
+        for c in range(c0, c1):  # selectors of the segment's non-base chunks
+            x = np.uint64(words[i, c])
+            k = kinds[first + c]
+            p = k
+            if (x & pat_mask[k]) == pat_bitval[k]:
+                if not list_header:
+                    h = c // w
+                    payload[start + h] |= _U1 << np.uint64(c - h * w)
+            else:
+                p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
+                              pat_free)
+                if sel_bits[k]:
                     _put(payload, base, pos, np.uint64(p - num_kinds - alt_start[k]),
                          sel_bits[k], w)
                     pos += sel_bits[k]
-            for c in range(c0, c1):  # then their free bits
-                x = np.uint64(words[i, c])
-                k = kinds[first + c]
-                p = k
-                if (x & pat_mask[k]) != pat_bitval[k]:
-                    p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-                                  pat_free)
-                if pat_free[p]:
-                    _put(payload, base, pos, _extract(x, p, run_start, run_len, run_count),
-                         pat_free[p], w)
-                    pos += pat_free[p]
+            chosen[c - c0] = p
+        for c in range(c0, c1):  # then their free bits
+            p = chosen[c - c0]
+            if pat_free[p]:
+                _put(payload, base, pos,
+                     _extract(np.uint64(words[i, c]), p, run_start, run_len, run_count),
+                     pat_free[p], w)
+                pos += pat_free[p]
 
 
 @nb.njit(inline="always")

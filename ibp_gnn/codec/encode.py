@@ -9,8 +9,7 @@ import numpy as np
 from . import _kernels, dtypes
 from .container import (WORD_DTYPES, Allocator, CompressedMatrix, _default_allocator,
                         column_kinds, split_offsets)
-from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan,
-                   choose_plan, row_blocks)
+from .plan import DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan, plan_rows, row_blocks
 
 
 def compress(x, *, chunk_bits="auto", thresholds=None,
@@ -37,10 +36,12 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     t0 = time.perf_counter()
     byte_rows, name, row_shape = dtypes.as_byte_rows(x)
     n, rb = byte_rows.shape
+    lengths = groups = None
     if plan is None:
-        plan = choose_plan(byte_rows, chunk_bits=chunk_bits, thresholds=thresholds,
-                           sample_rows=sample_rows, block_bytes=block_bytes,
-                           extended=extended, element_bytes=dtypes.itemsize(name))
+        plan, lengths, groups = plan_rows(byte_rows, chunk_bits=chunk_bits,
+                                          thresholds=thresholds, sample_rows=sample_rows,
+                                          block_bytes=block_bytes, extended=extended,
+                                          element_bytes=dtypes.itemsize(name))
     w = plan.chunk_bits
     wd = WORD_DTYPES[w]
     c = -(-rb // (w // 8))
@@ -51,7 +52,8 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
-    lengths, groups = stored_row_words(byte_rows, proto, block_bytes)
+    if lengths is None:  # (the planner hands them over when it scored every row)
+        lengths, groups = stored_row_words(byte_rows, proto, block_bytes)
     if n and lengths.min() < 0:
         bad = int(np.argmax(lengths < 0))
         raise ValueError(f"row {bad} has a chunk that none of the plan's patterns matches "
