@@ -68,6 +68,11 @@ __device__ __forceinline__ int bits_below(long long v) {
   return n;
 }
 
+// Field widths of a row of C chunks (docs/format.md): a list header's count (bit_length(C))
+// and positions (max(1, bit_length(C - 1))).
+__device__ __forceinline__ int list_count_bits(long long C) { return bits_below(C + 1); }
+__device__ __forceinline__ int list_pos_bits(long long C) { return C > 1 ? bits_below(C) : 1; }
+
 // Bits j0 .. j0+31 of a bitmap header (bit j is bit j % W of word j / W), bit k of the result
 // for chunk j0 + k; bits for chunks >= C are zero. j0 is a multiple of 32, so a round lies
 // within one header word for W >= 32 and spans two 16-bit words.

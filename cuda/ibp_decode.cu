@@ -7,9 +7,27 @@
 #define IBP_DECODE_THREADS 512
 #endif
 
-// Loads are issued UNROLL at a time before any is consumed, so a warp keeps several bus
-// transactions in flight instead of one round trip per 128 bytes.
 #define IBP_COPY_UNROLL 8
+
+// Words [0, n) of `src` handed to put(k, word) by the warp, lane k % 32 taking word k: loads
+// are issued IBP_COPY_UNROLL at a time before any is consumed, so a warp keeps several bus
+// transactions in flight instead of one round trip per 128 bytes.
+template <typename Word, typename Put>
+__device__ __forceinline__ void warp_copy(const Word* src, long long n, int lane, Put put) {
+  for (long long k0 = 0; k0 < n; k0 += 32 * IBP_COPY_UNROLL) {
+    Word r[IBP_COPY_UNROLL];
+#pragma unroll
+    for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
+      const long long k = k0 + u * 32 + lane;
+      r[u] = k < n ? src[k] : (Word)0;
+    }
+#pragma unroll
+    for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
+      const long long k = k0 + u * 32 + lane;
+      if (k < n) put(k, r[u]);
+    }
+  }
+}
 
 // The n stream bits at bit `off` of `stream`, right-aligned; n in [0, W]. Stream bit k is bit
 // W-1-(k%W) of word k/W: words fill from the top down. The next word is read only when the
@@ -125,8 +143,8 @@ __device__ __forceinline__ void ibp_gather_decode(
   Word* smem = reinterpret_cast<Word*>(ibp_smem_u64);
   const long long H = list_header ? 0 : (C + W - 1) / W;
   // list headers: a count of up to C entries, then positions below C
-  const int count_bits = bits_below(C + 1);
-  const int pos_bits = C > 1 ? bits_below(C) : 1;
+  const int count_bits = list_count_bits(C);
+  const int pos_bits = list_pos_bits(C);
   const int group_bits = bits_below(num_groups);
 
   // per-column base patterns of every row group: GC entries each
@@ -169,38 +187,15 @@ __device__ __forceinline__ void ibp_gather_decode(
     const Word* src = payload + start;
 
     if (len == C) {  // stored raw: a straight copy
-      for (long long k0 = 0; k0 < C; k0 += 32 * IBP_COPY_UNROLL) {
-        Word r[IBP_COPY_UNROLL];
-#pragma unroll
-        for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
-          const long long k = k0 + u * 32 + lane;
-          r[u] = k < C ? src[k] : (Word)0;
-        }
-#pragma unroll
-        for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
-          const long long k = k0 + u * 32 + lane;
-          if (k < C) store_chunk<Word>(dst, k, r[u], row_bytes, unit);
-        }
-      }
+      warp_copy<Word>(src, C, lane,
+                      [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
       continue;
     }
 
     if (len <= cap_words) {
       // Fetch the whole encoded row with independent coalesced loads (few bus round trips),
       // then decode from shared memory.
-      for (long long k0 = 0; k0 < len; k0 += 32 * IBP_COPY_UNROLL) {
-        Word r[IBP_COPY_UNROLL];
-#pragma unroll
-        for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
-          const long long k = k0 + u * 32 + lane;
-          r[u] = k < len ? src[k] : (Word)0;
-        }
-#pragma unroll
-        for (int u = 0; u < IBP_COPY_UNROLL; ++u) {
-          const long long k = k0 + u * 32 + lane;
-          if (k < len) buf[k] = r[u];
-        }
-      }
+      warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
       decode_encoded_row<Word>(buf, pat, C, H, num_groups, group_bits, list_header,
                                count_bits, pos_bits, dst, row_bytes, unit, lane);

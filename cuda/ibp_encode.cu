@@ -73,8 +73,9 @@ __device__ __forceinline__ void ibp_row_words(const u8* __restrict__ x, long lon
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
   const long long H = list_header ? 0 : (C + W - 1) / W;
-  const int pos_bits = C > 1 ? bits_below(C) : 1;
-  const u64 prefix = (u64)bits_below(num_groups) + (list_header ? (u64)bits_below(C + 1) : 0);
+  const int pos_bits = list_pos_bits(C);
+  const u64 prefix =
+      (u64)bits_below(num_groups) + (list_header ? (u64)list_count_bits(C) : 0);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {
     const u8* row = x + r * row_bytes;
@@ -124,8 +125,8 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
   const int lane = threadIdx.x & 31;
   const long long warps_per_block = blockDim.x >> 5;
   const long long H = list_header ? 0 : (C + W - 1) / W;
-  const int count_bits = bits_below(C + 1);
-  const int pos_bits = C > 1 ? bits_below(C) : 1;
+  const int count_bits = list_count_bits(C);
+  const int pos_bits = list_pos_bits(C);
   const int group_bits = bits_below(num_groups);
   for (long long r = blockIdx.x * warps_per_block + (threadIdx.x >> 5); r < n;
        r += (long long)gridDim.x * warps_per_block) {

@@ -30,7 +30,7 @@ import torch
 from .codec import CompressedMatrix
 from .codec import dtypes as _dtypes
 from .codec.container import WORD_DTYPES
-from .codec.encode import build_matrix, raw_layout_pays
+from .codec.encode import build_matrix, pattern_tables, raw_layout_pays
 
 ENV_CUDA_DIR = "IBP_GNN_CUDA_DIR"
 ENV_MAX_PINNED = "IBP_GNN_MAX_PINNED_BYTES"
@@ -711,7 +711,7 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
     c = -(-rb // ws)
     if plan.num_chunks != c:
         raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
-    proto = build_matrix(plan, (n,) + row_shape, name, np.zeros(0, wd), np.zeros(1, np.int64))
+    proto = pattern_tables(plan, (n,) + row_shape, name)
     patterns = [_small_to_device(np.asarray(a).astype(wd), device)
                 for a in (plan.mask, plan.bitval)]
     patterns += [_small_to_device(a, device) for a in column_alternatives(proto)]

@@ -19,7 +19,7 @@ from ibp_gnn import compress
 from ibp_gnn import gpu
 from ibp_gnn.codec.container import WORD_DTYPES
 from ibp_gnn.codec.dtypes import as_byte_rows
-from ibp_gnn.codec.encode import build_matrix, stored_row_words
+from ibp_gnn.codec.encode import pattern_tables, stored_row_words
 from ibp_gnn.codec.plan import Plan, choose_plan
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -103,19 +103,11 @@ WRAPPERS = {
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
              sel, alt_base, alt_mask, alt_bitval, list_header, num_groups, num_rows, C, index, \
              out_pos, B, out, row_bytes, unit, stage_masks, cap_words); }
-EMU_DECODE(ibp_decode_w16_i32_o16, u16, int, u16)
-EMU_DECODE(ibp_decode_w16_i64_o16, u16, long long, u16)
-EMU_DECODE(ibp_decode_w16_i32_o32, u16, int, u32)
-EMU_DECODE(ibp_decode_w16_i64_o32, u16, long long, u32)
-EMU_DECODE(ibp_decode_w32_i32_o16, u32, int, u16)
-EMU_DECODE(ibp_decode_w32_i64_o16, u32, long long, u16)
-EMU_DECODE(ibp_decode_w64_i32_o16, u64, int, u16)
-EMU_DECODE(ibp_decode_w64_i64_o16, u64, long long, u16)
-EMU_DECODE(ibp_decode_w32_i32_o32, u32, int, u32)
-EMU_DECODE(ibp_decode_w32_i64_o32, u32, long long, u32)
-EMU_DECODE(ibp_decode_w64_i32_o32, u64, int, u32)
-EMU_DECODE(ibp_decode_w64_i64_o32, u64, long long, u32)
-""",
+""" + "".join(  # every kernel ibp_decode.cu instantiates
+        f"EMU_DECODE(ibp_decode_w{w}_i{i}_o{o}, {word}, {index}, {off})\n"
+        for w, word in ((16, "u16"), (32, "u32"), (64, "u64"))
+        for i, index in ((32, "int"), (64, "long long"))
+        for o, off in ((16, "u16"), (32, "u32"))),
     "gather_raw.cu": r"""
 #define EMU_GATHER(NAME, VEC, INDEX) extern "C" void emu_##NAME(int grid, int block,           \
   const VEC* src, long long num_rows, long long row_vecs, const INDEX* index,                  \
@@ -334,8 +326,7 @@ def emu_encode(lib, x, plan):
     rows = np.ascontiguousarray(_byte_rows(x))
     w = plan.chunk_bits
     ws = w // 8
-    proto = build_matrix(plan, rows.shape, "uint8", np.zeros(0, WORD_DTYPES[w]),
-                         np.zeros(1, np.int64))
+    proto = pattern_tables(plan, rows.shape)
     mask, bitval = np.ascontiguousarray(plan.mask), np.ascontiguousarray(plan.bitval)
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(proto)
     patterns = (_p(mask), _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval),

@@ -1,8 +1,8 @@
 """Numba kernels of the CPU codec: bit statistics, exact sizes, encoder and decoder.
 
 All arithmetic runs on uint64 whatever the chunk width, so one kernel serves 16-, 32- and
-64-bit chunks; constants are typed explicitly because mixing signed and unsigned integers makes Numba
-fall back to floats.
+64-bit chunks; constants are typed explicitly because mixing signed and unsigned integers makes
+Numba fall back to floats.
 """
 from __future__ import annotations
 
@@ -60,10 +60,10 @@ def byte_histogram(words, hist):
 def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, out):
     """Exact stored words of every row under every candidate mask.
 
-    ``words``: ``[n, >= C]`` chunks (uint16, uint32 or uint64); ``majority``: ``[C]`` usual bit values;
-    ``masks``: ``[T, C]`` candidate masks, each a subset of the one before (thresholds
-    ascending); ``free_bits``: ``[T, C]``. Adds to ``out[T]``
-    the total stored words (header + stream, or ``C`` for rows stored raw).
+    ``words``: ``[n, >= C]`` chunks (uint16, uint32 or uint64); ``majority``: ``[C]`` usual bit
+    values; ``masks``: ``[T, C]`` candidate masks, each a subset of the one before (thresholds
+    ascending); ``free_bits``: ``[T, C]``. Adds to ``out[T]`` the total stored words (header +
+    stream, or ``C`` for rows stored raw).
     """
     n = words.shape[0]
     t_count = masks.shape[0]
@@ -345,17 +345,20 @@ def _lowest_bit(m):
 
 
 @nb.njit(inline="always")
-def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done, entries_at,
-                     pos_bits):
-    """Bit ``b`` set when chunk ``c0 + b`` of the segment does not match its base pattern, and
-    how many list entries have been consumed after it. With 16-bit chunks a segment spans two
-    bitmap header words; with wider ones it lies within one."""
+def _segment(payload, start, g, num_chunks, w, list_header, listed, listed_done, entries_at,
+             pos_bits):
+    """Segment ``g`` of an encoded row: its chunks ``[c0, c1)``, ``nonbase`` with bit ``b`` set
+    when chunk ``c0 + b`` does not match its base pattern, and how many list entries
+    (``entries_at``: the stream bit of the first) have been consumed after it. With 16-bit
+    chunks a segment spans two bitmap header words; with wider ones it lies within one."""
+    c0 = g * SEGMENT
+    c1 = min(c0 + SEGMENT, num_chunks)
     if not list_header:
         word = _U0
         for c in range(c0, c1, w):
             h = c // w
             word |= (np.uint64(payload[start + h]) >> np.uint64(c - h * w)) << np.uint64(c - c0)
-        return ~word & _low(c1 - c0), listed_done
+        return c0, c1, ~word & _low(c1 - c0), listed_done
     bits = _U0
     while listed_done < listed:
         c = np.int64(_read(payload, start, entries_at + listed_done * pos_bits, pos_bits, w))
@@ -363,7 +366,7 @@ def _segment_nonbase(payload, start, c0, c1, w, list_header, listed, listed_done
             break
         bits |= _U1 << np.uint64(c - c0)
         listed_done += 1
-    return bits, listed_done
+    return c0, c1, bits, listed_done
 
 
 @nb.njit(inline="always")
@@ -414,9 +417,7 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
             out[i, u] = bitval_row[group, u]
         listed_done = 0
         for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
-            c0 = g * SEGMENT
-            c1 = min(c0 + SEGMENT, num_chunks)
-            nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
+            c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w,
                                                     list_header, listed, listed_done,
                                                     group_bits + count_bits, pos_bits)
             sel_pos = pos
@@ -492,9 +493,7 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
                 prev = c
         listed_done = 0
         for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
-            c0 = g * SEGMENT
-            c1 = min(c0 + SEGMENT, num_chunks)
-            nonbase, listed_done = _segment_nonbase(payload, start, c0, c1, w,
+            c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w,
                                                     list_header, listed, listed_done,
                                                     group_bits + count_bits, pos_bits)
             sel_pos = pos

@@ -355,6 +355,31 @@ class CompressedMatrix:
                                                                   self.chunk_bits)
         return runs
 
+    @property
+    def decode_tables(self):
+        """What the CPU decoder needs besides the patterns, cached (it runs once per batch):
+        ``(kinds, segment_free, bitval_row)``: the column kind ids ``[G * C]``; per row group
+        and segment of 32 chunks, bit ``b`` set when chunk ``b``'s base pattern has free bits
+        (uint64 ``[G, S]``); per row group, the row every chunk decodes to when it matches a
+        base pattern without free bits (uint8 ``[G, row_bytes]``)."""
+        tables = self.__dict__.get("_decode_tables")
+        if tables is None:
+            from ._kernels import SEGMENT
+            kinds = self.column_kind_ids()
+            pat_free = self.patterns()[2]
+            g, c = self.num_groups, self.num_chunks
+            segments = -(-c // SEGMENT)
+            has_free = np.zeros((g, segments * SEGMENT), np.uint64)
+            has_free[:, :c] = (pat_free[kinds] > 0).reshape(g, c)
+            weights = np.uint64(1) << np.arange(SEGMENT, dtype=np.uint64)
+            segment_free = (has_free.reshape(g, segments, SEGMENT) * weights).sum(
+                2, dtype=np.uint64)
+            bitval_row = np.zeros((g, c * self.chunk_bytes), np.uint8)
+            bitval_row.view(self.payload.dtype)[:] = self.kind_bitvals[kinds].reshape(g, c)
+            tables = self.__dict__["_decode_tables"] = (
+                kinds, segment_free, np.ascontiguousarray(bitval_row[:, :self.row_bytes]))
+        return tables
+
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, index=None) -> torch.Tensor:
         """Rows ``index`` (``[B]`` of any integer dtype, a slice, or None for all rows), bit-exact,

@@ -20,19 +20,9 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
         starts, ends = cm._offsets(idx), cm._offsets(idx + 1)
         run_start, run_len, run_count = cm.pattern_runs
         pat_mask, pat_bitval, pat_free, sel, alt_start = cm.patterns()
-        kinds = cm.column_kind_ids()
-        g, c = cm.num_groups, cm.num_chunks
-        segments = -(-c // _kernels.SEGMENT)
-        has_free = np.zeros((g, segments * _kernels.SEGMENT), np.uint64)
-        has_free[:, :c] = (pat_free[kinds] > 0).reshape(g, c)
-        weights = np.uint64(1) << np.arange(_kernels.SEGMENT, dtype=np.uint64)
-        segment_free = (has_free.reshape(g, segments, _kernels.SEGMENT) * weights).sum(
-            2, dtype=np.uint64)
-        bitval_row = np.zeros((g, c * cm.chunk_bytes), np.uint8)
-        bitval_row.view(cm.payload.dtype)[:] = cm.kind_bitvals[kinds].reshape(g, c)
-        _kernels.decode_rows(cm.payload, starts, ends, c, cm.chunk_bits, kinds,
+        kinds, segment_free, bitval_row = cm.decode_tables
+        _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits, kinds,
                              sel, alt_start, pat_bitval, pat_free, run_start, run_len,
-                             run_count, cm.list_header, g, segment_free,
-                             np.ascontiguousarray(bitval_row[:, :cm.row_bytes]).view(out.dtype),
-                             out)
+                             run_count, cm.list_header, cm.num_groups, segment_free,
+                             bitval_row.view(out.dtype), out)
     return out.view(np.uint8)

@@ -9,7 +9,8 @@ import numpy as np
 from . import _kernels, dtypes
 from .container import (WORD_DTYPES, Allocator, CompressedMatrix, _default_allocator,
                         column_kinds, split_offsets)
-from .plan import DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan, plan_rows, row_blocks
+from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan, list_header_fits,
+                   plan_rows, row_blocks)
 
 
 def compress(x, *, chunk_bits="auto", thresholds=None,
@@ -47,8 +48,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     c = -(-rb // (w // 8))
     if plan.num_chunks != c:
         raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
-    proto = build_matrix(plan, (n,) + row_shape, name, np.zeros(0, wd),
-                         np.zeros(1, np.int64))
+    proto = pattern_tables(plan, (n,) + row_shape, name)
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
@@ -148,10 +148,11 @@ def raw_layout_pays(offsets: np.ndarray, num_chunks: int, word_bytes: int) -> bo
     return int(offsets[-1]) * word_bytes + lo.nbytes + base.nbytes >= n * num_chunks * word_bytes
 
 
-def list_header_fits(num_chunks: int, chunk_bits: int) -> bool:
-    """Whether a list header's count and positions fit in one chunk word each (a field is
-    read with one word's shift): only 16-bit chunks of rows over 65,535 chunks miss it."""
-    return num_chunks.bit_length() <= chunk_bits
+def pattern_tables(plan: Plan, shape: tuple, dtype: str = "uint8") -> CompressedMatrix:
+    """A container with ``plan``'s pattern tables and no rows: what the kernels read the
+    patterns from, and what the tables cost (``column_bytes``)."""
+    return build_matrix(plan, shape, dtype, np.zeros(0, WORD_DTYPES[plan.chunk_bits]),
+                        np.zeros(1, np.int64))
 
 
 def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,

@@ -16,8 +16,7 @@ import numpy as np
 
 from . import _kernels, dtypes
 from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
-from .encode import list_header_fits
-from .plan import MAX_GROUPS
+from .plan import MAX_GROUPS, list_header_fits
 
 MAGIC = b"\x89IBPGNN\n"
 FORMAT_VERSION = 3

@@ -182,6 +182,12 @@ MIN_GROUP_ROWS = 16
 KMEANS_ROUNDS = 10
 
 
+def list_header_fits(num_chunks: int, chunk_bits: int) -> bool:
+    """Whether a list header's count and positions fit in one chunk word each (a field is
+    read with one word's shift): only 16-bit chunks of rows over 65,535 chunks miss it."""
+    return num_chunks.bit_length() <= chunk_bits
+
+
 def auto_widths(element_bytes: int | None) -> tuple[int, ...]:
     """Chunk widths ``chunk_bits="auto"`` scores: 16-bit chunks only for elements of at most
     two bytes (fp16, bf16, int16, bytes), where a chunk then holds one value instead of a pair;
@@ -277,15 +283,9 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
 def score_rows(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES):
     """``(proto, lengths, groups)``: an empty container with ``plan``'s tables (for their
     size), and every row's stored words and row group (``encode.stored_row_words``)."""
-    from .encode import build_matrix, stored_row_words  # encode builds on this module
-    proto = build_matrix(plan, byte_rows.shape, "uint8", np.zeros(0, WORD_DTYPES[plan.chunk_bits]),
-                         np.zeros(1, np.int64))
+    from .encode import pattern_tables, stored_row_words  # encode builds on this module
+    proto = pattern_tables(plan, byte_rows.shape)
     return (proto, *stored_row_words(byte_rows, proto, block_bytes))
-
-
-def exact_bytes(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
-    """Stored payload bytes of ``byte_rows`` under ``plan`` (rows raw where that is smaller)."""
-    return int(score_rows(byte_rows, plan, block_bytes)[1].sum()) * (plan.chunk_bits // 8)
 
 
 def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold: float, *,
@@ -325,7 +325,7 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
     rest_count = rest_count * scale
     plans = []
     cols = np.arange(c)
-    for list_header in (False, True) if c.bit_length() <= w else (False,):
+    for list_header in (False, True) if list_header_fits(c, w) else (False,):
         cost = base_cost[:, :, None] + rest_cost                       # [B, C, S]
         if list_header:
             cost = cost + (rest_count * pos_bits)[:, :, None]
@@ -400,6 +400,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     planning time.) ``single_bytes``: the payload bytes of ``single``; ``scored``: the
     ``(lengths, groups)`` of every row under the returned plan when known (``single_scored``
     is passed through), else None."""
+    from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
     w = single.chunk_bits
@@ -429,7 +430,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
             proto, lengths, groups = score_rows(rows, plan, block_bytes)
             scored = (lengths, groups)
         else:
-            proto = score_rows(rows[:0], plan)[0]
+            proto = pattern_tables(plan, rows.shape)
         words = int(scored[0].sum())
         return words * (w // 8) * num_rows / len(rows) + proto.column_bytes, scored
 
@@ -450,5 +451,5 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         return best, best_scored
     # the sample said groups pay: confirm with the exact size over every planning row
     grouped_cost, scored = host_cost(byte_rows, best)
-    single_cost = single_bytes * num_rows / n + score_rows(byte_rows[:0], single)[0].column_bytes
+    single_cost = single_bytes * num_rows / n + pattern_tables(single, byte_rows.shape).column_bytes
     return (best, scored) if grouped_cost < single_cost else (single, single_scored)
