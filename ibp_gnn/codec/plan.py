@@ -395,9 +395,8 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     and pattern tables), a plan with row groups: the rows are clustered
     (:func:`cluster_rows`) and each cluster gets its own per-column patterns
     (:func:`extended_plans`, same width and header kind as ``single``); the encoder then puts
-    every row in the group that stores it smallest. (Planning the groups once more from those
-    assignments gained under 0.25 points of size on the shared datasets for a quarter more
-    planning time.) ``single_bytes``: the payload bytes of ``single``; ``scored``: the
+    every row in the group that stores it smallest. ``single_bytes``: the payload bytes of
+    ``single``; ``scored``: the
     ``(lengths, groups)`` of every row under the returned plan when known (``single_scored``
     is passed through), else None."""
     from .encode import pattern_tables  # encode builds on this module
