@@ -696,7 +696,8 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
                 sample = rows[torch.from_numpy(pick).to(rows.device)].cpu().numpy()
             else:
                 sample = rows.cpu().numpy()
-            plan = choose_plan(sample, chunk_bits=chunk_bits, sample_rows=None, **plan_kwargs)
+            plan = choose_plan(sample, chunk_bits=chunk_bits, sample_rows=None, num_rows=n,
+                               **plan_kwargs)
         else:
             plan = choose_plan(rows, chunk_bits=chunk_bits, sample_rows=sample_rows,
                                **plan_kwargs)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from ibp_gnn.codec import SUPPORTED_DTYPES, compress, load, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
-from ibp_gnn.codec.plan import Plan, choose_plan, combine_plans
+from ibp_gnn.codec.plan import (DIRECT_COUNT_ROWS, Plan, bit_counts, choose_plan,
+                                combine_plans)
 
 from conftest import assert_bits_equal
 from ibp_gnn.codec.container import WORD_DTYPES, split_offsets
@@ -423,3 +424,45 @@ def test_planner_groups_rows_when_it_pays(monkeypatch):
     monkeypatch.undo()
     uniform = (rng.random((400, 40)) < 0.05).astype(np.float32)
     assert compress(uniform).num_groups == 1
+
+
+def test_planner_picks_the_group_count_by_size(monkeypatch):
+    """Eight populations of rows (each its own dense prototype, a few values varying): eight
+    row groups store them smaller than four, and the planner takes eight."""
+    rng = np.random.default_rng(2)
+    prototypes = rng.standard_normal((8, 48)).astype(np.float32)
+    rows = np.repeat(prototypes, 100, axis=0)
+    noisy = rng.random(rows.shape) < 0.05
+    rows[noisy] = rng.standard_normal(int(noisy.sum())).astype(np.float32)
+    rows = rows[rng.permutation(len(rows))]
+    chosen = compress(rows)
+    assert chosen.num_groups == 8
+    assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
+    monkeypatch.setattr("ibp_gnn.codec.plan.GROUP_COUNTS", (4,))
+    assert compress(rows).host_bytes > chosen.host_bytes
+
+
+def test_bit_counts_of_few_and_many_rows_agree():
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, DIRECT_COUNT_ROWS, DIRECT_COUNT_ROWS + 1, 2000):
+        rows = rng.integers(0, 256, (n, 13), dtype=np.uint8)
+        rows[rng.random(rows.shape) < 0.5] = 0
+        padded = np.pad(rows, ((0, 0), (0, 3)))
+        expected = np.unpackbits(padded, axis=1, bitorder="little").sum(0)
+        np.testing.assert_array_equal(bit_counts(rows), expected)
+
+
+def test_a_planning_sample_gives_the_plan_of_the_whole_matrix():
+    """What ``compress_on_gpu`` relies on: planning from the sample ``compress`` would draw,
+    told how many rows it stands for, gives ``compress``'s plan."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([(rng.random((3000, 40)) < 0.05).astype(np.float32),
+                        rng.standard_normal((3000, 40)).astype(np.float32).round(1)])
+    rows = as_byte_rows(x)[0]
+    sample_rows = 1000
+    pick = np.sort(np.random.default_rng(0).choice(len(rows), size=sample_rows, replace=False))
+    whole = choose_plan(rows, sample_rows=sample_rows)
+    sampled = choose_plan(rows[pick], sample_rows=None, num_rows=len(rows))
+    for field in dataclasses.fields(Plan):
+        a, b = getattr(whole, field.name), getattr(sampled, field.name)
+        assert np.array_equal(a, b), field.name

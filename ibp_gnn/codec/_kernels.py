@@ -56,6 +56,35 @@ def byte_histogram(words, hist):
                     hist[v, c * 8 + b] += 1.0
 
 
+@nb.njit(cache=True, nogil=True)
+def set_bit_counts(words, out):
+    """``out[64 * c + b] += 1`` for every row of ``words`` (``[n, C8]`` uint64) with bit ``b``
+    of word ``c`` set: the bit counts of a few rows directly, without the byte histogram's
+    table of every byte value (which costs more to clear than a small sample costs to count).
+    """
+    n, c8 = words.shape
+    for i in range(n):
+        for c in range(c8):
+            x = words[i, c]
+            while x:
+                out[64 * c + _lowest_bit(x)] += 1
+                x &= x - _U1
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def column_major(words, out):
+    """``out[c, i] = words[i, c]`` for the ``C = out.shape[0]`` first columns of ``words``
+    (``[n, >= C]``): the chunks of the rows column by column, 16 columns at a time so every
+    row read stays within a few cache lines."""
+    num_chunks = out.shape[0]
+    for tile in nb.prange((num_chunks + 15) // 16):
+        c0 = tile * 16
+        c1 = min(c0 + 16, num_chunks)
+        for i in range(words.shape[0]):
+            for c in range(c0, c1):
+                out[c, i] = words[i, c]
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def candidate_words(words, num_chunks, chunk_bits, majority, masks, free_bits, out):
     """Exact stored words of every row under every candidate mask.
@@ -522,13 +551,20 @@ MAX_SELECT_BITS = 3
 _LEAF_STEPS = (1, 3, 7)  # alternatives (besides the empty mask) for 1, 2 and 3 selector bits
 
 
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
 @nb.njit(inline="always")
 def _popcount(v):
-    n = 0
-    while v:
-        v &= v - _U1
-        n += 1
-    return n
+    """Set bits of ``v`` in a fixed number of steps (the planner's inner loops call this for
+    every candidate pattern)."""
+    v = v - ((v >> _U1) & _M1)
+    v = (v & _M2) + ((v >> np.uint64(2)) & _M2)
+    v = (v + (v >> np.uint64(4))) & _M4
+    return np.int64((v * _H01) >> np.uint64(56))
 
 
 @nb.njit(inline="always")

@@ -16,6 +16,8 @@ REFINE_STEP = 0.01
 CHUNK_WIDTHS = (16, 32, 64)
 DEFAULT_SAMPLE_ROWS = 1 << 18
 DEFAULT_BLOCK_BYTES = 64 << 20
+#: Up to this many rows, bits are counted one by one instead of through a byte histogram.
+DIRECT_COUNT_ROWS = 512
 #: Most row groups a matrix may have (the group id of a row is at most 8 bits).
 MAX_GROUPS = 256
 
@@ -79,17 +81,17 @@ def free_bit_runs(mask: np.ndarray, chunk_bits: int):
             & np.uint64(1)).astype(np.int8)
     free = bits[:, ::-1] == 0                      # [C, W], column 0 = most significant bit
     edges = np.diff(np.pad(free.astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    begins = [np.flatnonzero(e == 1) for e in edges]
-    ends = [np.flatnonzero(e == -1) for e in edges]
-    count = np.array([len(b) for b in begins], dtype=np.int64)
+    # runs cover MSB-order positions [begin, end); rows of nonzero() come out in row order
+    row, begin = np.nonzero(edges == 1)
+    end = np.nonzero(edges == -1)[1]
+    count = np.bincount(row, minlength=c).astype(np.int64)
     r = max(1, int(count.max()) if c else 1)
+    slot = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
     start = np.zeros((c, r), np.int64)
     length = np.zeros((c, r), np.int64)
-    for j in range(c):
-        if count[j]:
-            # a run covering MSB-order positions [b, e) covers bits chunk_bits-e .. chunk_bits-1-b
-            start[j, :count[j]] = chunk_bits - ends[j]
-            length[j, :count[j]] = ends[j] - begins[j]
+    # a run covering MSB-order positions [b, e) covers bits chunk_bits-e .. chunk_bits-1-b
+    start[row, slot] = chunk_bits - end
+    length[row, slot] = end - begin
     return start, length, count
 
 
@@ -119,6 +121,10 @@ def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) ->
     int64 ``[row_bytes_padded * 8]``, bit ``8 * p + b``. One streaming pass in row blocks."""
     n, rb = byte_rows.shape
     width = -(-rb // 8) * 8
+    if n <= DIRECT_COUNT_ROWS:
+        direct = np.zeros(width * 8, np.int64)
+        _kernels.set_bit_counts(padded_words(byte_rows).view(np.uint64), direct)
+        return direct
     # float64 counts are exact up to 2**53 rows and let BLAS turn the table into bit counts
     hist = np.zeros((256, width), np.float64)
     for _, block in row_blocks(byte_rows, block_bytes):
@@ -172,14 +178,21 @@ def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: in
 BASE_THRESHOLDS = (0.5, 0.9, 0.99, 1.0)
 #: Agreement a bit needs within a group of chunks to join that group's pattern.
 GROUP_THRESHOLDS = (1.0, 0.99, 0.95, 0.9)
+#: Extended candidates whose estimated size is within this fraction of the smallest estimate
+#: get their exact size computed (the estimate prices columns independently).
+ESTIMATE_MARGIN = 0.01
 DISCOVERY_ROWS = 4096
 SPLIT_SAMPLE = 64
-#: Row group counts the planner tries, the bits rows are clustered on, and the fewest planning
-#: rows a group needs.
-GROUP_COUNTS = (4,)
+#: Row group counts the planner tries (in order, while each pays more than the one before),
+#: the bits rows are clustered on, and the fewest planning rows a group needs.
+GROUP_COUNTS = (4, 8, 16)
 CLUSTER_BITS = 128
 MIN_GROUP_ROWS = 16
 KMEANS_ROUNDS = 10
+#: A group count must store the sample at least this fraction smaller than the best count
+#: before it (or one group) to be taken, and to go on to the next count: each count costs a
+#: clustering and a pattern search.
+MIN_GROUP_GAIN = 0.01
 
 
 def list_header_fits(num_chunks: int, chunk_bits: int) -> bool:
@@ -203,7 +216,7 @@ def choose_plan(byte_rows: np.ndarray, **kwargs) -> Plan:
 def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
               sample_rows: int | None = DEFAULT_SAMPLE_ROWS, seed: int = 0,
               block_bytes: int = DEFAULT_BLOCK_BYTES, extended: bool = True,
-              element_bytes: int | None = None):
+              element_bytes: int | None = None, num_rows: int | None = None):
     """Pick chunk width, patterns and header kind minimising the exact stored size.
 
     The basic search scores one invariance threshold for all columns (``thresholds``: the
@@ -215,7 +228,9 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     one. Statistics and sizes come from all rows, or from ``sample_rows`` rows drawn at random
     when the matrix is larger (the plan only affects the size, never correctness).
     ``element_bytes`` (the size of one element of the rows) decides the widths ``"auto"``
-    tries (:func:`auto_widths`). Row groups (:func:`grouped_plan`) are searched for the
+    tries (:func:`auto_widths`). ``num_rows``: the rows of the whole matrix when
+    ``byte_rows`` is already a sample of it (patterns stored once must pay for themselves over
+    all rows; default: the rows given). Row groups (:func:`grouped_plan`) are searched for the
     winning width and header kind.
 
     Returns ``(plan, lengths, groups)``: when every row was scored under the winning plan (no
@@ -223,7 +238,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     ``None, None``.
     """
     n, rb = byte_rows.shape
-    num_rows = n
+    num_rows = num_rows or n
     widths = auto_widths(element_bytes) if chunk_bits == "auto" else (int(chunk_bits),)
     for w in widths:
         if w not in CHUNK_WIDTHS:
@@ -255,6 +270,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
         return size[t], t, Plan(w, masks[t].astype(wd), (majority & masks[t]).astype(wd), ts[t])
 
     best = []
+    estimated = []
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -267,10 +283,19 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            for plan_x in extended_plans(byte_rows, counts, w, plan.threshold, seed=seed,
-                                         num_rows=num_rows):
+            pick = discovery_rows(n, seed + 1)
+            columns = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
+            estimated += extended_plans(columns, counts, n, w, plan.threshold,
+                                        num_rows=num_rows)
+    if estimated:
+        # exact sizes cost a pass over every row: only for the candidates whose estimate is
+        # close to the best one's
+        cutoff = min(bits for _, bits in estimated) * (1 + ESTIMATE_MARGIN)
+        for plan_x, bits in estimated:
+            if bits <= cutoff:
                 _, lengths, groups = score_rows(byte_rows, plan_x, block_bytes)
-                best.append((int(lengths.sum()) * (w // 8), plan_x, (lengths, groups)))
+                best.append((int(lengths.sum()) * (plan_x.chunk_bits // 8), plan_x,
+                             (lengths, groups)))
     size, plan, scored = min(best, key=lambda r: r[0])
     if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
@@ -288,23 +313,39 @@ def score_rows(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLO
     return (proto, *stored_row_words(byte_rows, proto, block_bytes))
 
 
-def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold: float, *,
-                   seed: int = 0, num_rows: int | None = None) -> list[Plan]:
-    """Per-column base and alternative patterns (see :func:`choose_plan`): the best plan with a
-    bitmap header and the best with a list header, by the bits they cost on ``num_rows`` rows
-    (default: the rows given) plus the bits their pattern tables cost."""
-    n, rb = byte_rows.shape
-    c = -(-rb // (w // 8))
+def discovery_rows(n: int, seed: int) -> np.ndarray:
+    """The rows patterns are discovered from: all ``n``, or :data:`DISCOVERY_ROWS` of them
+    drawn at random (sorted)."""
+    if n <= DISCOVERY_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, DISCOVERY_ROWS, replace=False))
+
+
+def sample_columns(byte_rows: np.ndarray, w: int) -> np.ndarray:
+    """The ``w``-bit chunks of the rows column by column: ``[C, n]``."""
+    words = padded_words(byte_rows).view(WORD_DTYPES[w])
+    out = np.empty((-(-byte_rows.shape[1] // (w // 8)), len(byte_rows)), WORD_DTYPES[w])
+    _kernels.column_major(words, out)
+    return out
+
+
+def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, threshold: float,
+                   *, num_rows: int | None = None) -> list[tuple[Plan, float]]:
+    """Per-column base and alternative patterns (see :func:`plan_rows`): ``[(plan, bits)]``,
+    the best plan with a bitmap header and the best with a list header by the bits they cost
+    on ``num_rows`` rows (default: ``n``) plus the bits their alternative patterns cost, and
+    that estimate of their stored bits (columns priced independently).
+
+    ``columns``: ``[C, m]`` chunks of the rows the patterns are discovered from
+    (:func:`sample_columns`); ``counts``: the :func:`bit_counts` of ``n`` rows the base
+    patterns are chosen from (the same rows or more).
+    """
+    c = columns.shape[0]
     wd = WORD_DTYPES[w]
     ts = tuple(sorted(set(BASE_THRESHOLDS) | {float(threshold)}))
     majority, masks = _candidate_masks(counts, n, w, c, ts)
     base_masks = masks
     base_bitvals = majority[None, :] & masks
-    if n > DISCOVERY_ROWS:
-        rows = np.sort(np.random.default_rng(seed + 1).choice(n, DISCOVERY_ROWS, replace=False))
-        sample = padded_words(byte_rows[rows])
-    else:
-        sample = padded_words(byte_rows)
     slots = 1 << _kernels.MAX_SELECT_BITS
     levels = _kernels.MAX_SELECT_BITS + 1
     alt_m = np.zeros((len(ts), c, levels, slots), np.uint64)
@@ -312,19 +353,21 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
     rest_cost = np.zeros((len(ts), c, levels), np.int64)
     rest_count = np.zeros((len(ts), c), np.int64)
     base_cost = np.zeros((len(ts), c), np.int64)
-    columns = np.ascontiguousarray(sample.view(wd)[:, :c].T)  # each column's chunks together
+    m = columns.shape[1]
     _kernels.column_alternatives(columns, c, w, base_masks, base_bitvals,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
     # costs are measured on the sample; a column's alternatives are stored once (at worst: when
     # no other column shares them), so they must pay for themselves over all rows
-    scale = (num_rows or n) / max(len(sample), 1)
+    scale = (num_rows or n) / max(m, 1)
     rest_cost = rest_cost * scale + (2 * w * (1 << np.arange(levels)))[None, None, :]
     base_cost = base_cost * scale
     rest_count = rest_count * scale
     plans = []
     cols = np.arange(c)
+    rows = num_rows or n
+    count_bits = c.bit_length()
     for list_header in (False, True) if list_header_fits(c, w) else (False,):
         cost = base_cost[:, :, None] + rest_cost                       # [B, C, S]
         if list_header:
@@ -332,10 +375,14 @@ def extended_plans(byte_rows: np.ndarray, counts: np.ndarray, w: int, threshold:
         flat = cost.transpose(1, 0, 2).reshape(c, -1)                  # [C, B * S]
         choice = np.argmin(flat, axis=1)
         a, s = np.divmod(choice, levels)
-        plans.append(Plan(w, base_masks[a, cols].astype(wd), base_bitvals[a, cols].astype(wd),
-                          float(threshold), select_bits=s.astype(np.uint8),
-                          alt_masks=alt_m[a, cols, s].astype(wd),
-                          alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header))
+        # rows also pay their header and, on average, half a word of padding
+        header = count_bits if list_header else -(-c // w) * w
+        estimate = float(flat[cols, choice].sum()) + rows * (header + w / 2)
+        plans.append((Plan(w, base_masks[a, cols].astype(wd), base_bitvals[a, cols].astype(wd),
+                           float(threshold), select_bits=s.astype(np.uint8),
+                           alt_masks=alt_m[a, cols, s].astype(wd),
+                           alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header),
+                      estimate))
     return plans
 
 
@@ -354,21 +401,25 @@ def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 
     feats = ((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1).astype(np.float32)
     rng = np.random.default_rng(seed)
     centers = [feats[rng.integers(n)]]
+    far = ((feats - centers[0]) ** 2).sum(1)       # squared distance to the nearest centre
     for _ in range(1, k):
-        d = ((feats[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1).min(1)
-        if d.sum() == 0:
+        if far.sum() == 0:
             break
-        centers.append(feats[rng.choice(n, p=d / d.sum())])
+        centers.append(feats[rng.choice(n, p=far / far.sum())])
+        far = np.minimum(far, ((feats - centers[-1]) ** 2).sum(1))
     centers = np.asarray(centers)
-    sq = (feats ** 2).sum(1)[:, None]
+
+    def nearest(f):
+        return np.argmin((centers ** 2).sum(1)[None] - 2 * f @ centers.T, axis=1)
+
     for _ in range(KMEANS_ROUNDS):
-        labels = np.argmin(sq - 2 * feats @ centers.T + (centers ** 2).sum(1)[None], axis=1)
+        labels = nearest(feats)
         onehot = (labels[:, None] == np.arange(len(centers))[None]).astype(np.float32)
         sizes = onehot.sum(0)
         sums = onehot.T @ feats
         filled = sizes > 0                          # an emptied cluster keeps its centre
         centers[filled] = sums[filled] / sizes[filled, None]
-    return labels
+    return nearest(feats)
 
 
 def combine_plans(plans: list[Plan]) -> Plan:
@@ -391,35 +442,45 @@ def combine_plans(plans: list[Plan]) -> Plan:
 def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single_bytes: int,
                  single_scored=None, *, seed: int = 0, num_rows: int | None = None,
                  block_bytes: int = DEFAULT_BLOCK_BYTES):
-    """``(plan, scored)``: ``single`` or, when it stores the rows in fewer host bytes (payload
-    and pattern tables), a plan with row groups: the rows are clustered
+    """``(plan, scored)``: ``single`` or, when it stores the rows in fewer host bytes (payload,
+    group ids and pattern tables), a plan with row groups: the rows are clustered
     (:func:`cluster_rows`) and each cluster gets its own per-column patterns
     (:func:`extended_plans`, same width and header kind as ``single``); the encoder then puts
-    every row in the group that stores it smallest. ``single_bytes``: the payload bytes of
-    ``single``; ``scored``: the
-    ``(lengths, groups)`` of every row under the returned plan when known (``single_scored``
-    is passed through), else None."""
+    every row in the group that stores it smallest. The group counts of
+    :data:`GROUP_COUNTS` are tried in order while each stores the rows smaller (by
+    :data:`MIN_GROUP_GAIN`) than the best before it, by exact size on
+    :data:`DISCOVERY_ROWS` rows other than those the patterns were found on (when there are
+    that many); the winner is confirmed by the exact size over every row. ``single_bytes``: the payload bytes of ``single``;
+    ``scored``: the ``(lengths, groups)`` of every row under the returned plan when known
+    (``single_scored`` is passed through), else None."""
     from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
     w = single.chunk_bits
-    sampled = n > DISCOVERY_ROWS
-    if sampled:
-        pick = np.sort(np.random.default_rng(seed + 2).choice(n, DISCOVERY_ROWS, replace=False))
-        sample = byte_rows[pick]
-    else:
-        sample = byte_rows
+    pick = discovery_rows(n, seed + 2)
+    sampled = len(pick) < n
+    sample = byte_rows[pick] if sampled else byte_rows
     m = len(sample)
+    columns = sample_columns(sample, w)
+    # patterns fit the rows they were found on better than others: when there are other rows,
+    # the counts are compared on those
+    scoring = sample
+    if sampled:
+        rest = np.setdiff1d(np.arange(n), pick, assume_unique=True)
+        if len(rest) > m:
+            rest = np.sort(np.random.default_rng(seed + 3).choice(rest, m, replace=False))
+        scoring = byte_rows[rest]
 
     def plan_groups(labels):
         plans = []
         for g in range(int(labels.max(initial=-1)) + 1):
-            members = sample[labels == g]
+            members = np.flatnonzero(labels == g)
             if len(members) < MIN_GROUP_ROWS:
                 continue
-            found = extended_plans(members, bit_counts(members), w, single.threshold,
-                                   seed=seed, num_rows=max(1, num_rows * len(members) // m))
-            plans.append(next(p for p in found if p.list_header == single.list_header))
+            found = extended_plans(columns[:, members], bit_counts(sample[members]),
+                                   len(members), w, single.threshold,
+                                   num_rows=max(1, num_rows * len(members) // m))
+            plans.append(next(p for p, _ in found if p.list_header == single.list_header))
         return combine_plans(plans) if len(plans) > 1 else None
 
     def host_cost(rows, plan, scored=None):
@@ -433,17 +494,20 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         words = int(scored[0].sum())
         return words * (w // 8) * num_rows / len(rows) + proto.column_bytes, scored
 
-    best_cost, scored = host_cost(sample, single, None if sampled else single_scored)
+    best_cost, scored = host_cost(scoring, single, None if sampled else single_scored)
     if not sampled:
         single_scored = scored
     best = None
     for k in GROUP_COUNTS:
+        if m < MIN_GROUP_ROWS * k:
+            break
         grouped = plan_groups(cluster_rows(sample, counts, k, seed))
         if grouped is None:
-            continue
-        cost, scored = host_cost(sample, grouped)
-        if cost < best_cost:
-            best, best_cost, best_scored = grouped, cost, scored
+            break
+        cost, scored = host_cost(scoring, grouped)
+        if cost >= best_cost * (1 - MIN_GROUP_GAIN):
+            break
+        best, best_cost, best_scored = grouped, cost, scored
     if best is None:
         return single, single_scored
     if not sampled:  # the sample was every row: its sizes are exact
