@@ -143,20 +143,21 @@ def _list_bits(num_chunks):
 
 
 @nb.njit(inline="always")
-def _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free):
+def _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask, pat_bitval, pat_free):
     """Pattern index of the alternative of kind ``k`` that matches ``x`` with the fewest free
-    bits (the lowest slot on ties), or -1 when none matches."""
-    best = -1
-    for v in range(1 << sel_bits[k]):
-        p = num_kinds + alt_start[k] + v
-        if (x & pat_mask[p]) == pat_bitval[p] and (best < 0 or pat_free[p] < pat_free[best]):
-            best = p
-    return best
+    bits (the lowest slot on ties), or -1 when none matches. ``alt_order`` lists each kind's
+    slots in that order of preference, so the first match is the one."""
+    a = alt_start[k]
+    for j in range(1 << sel_bits[k]):
+        p = num_kinds + a + alt_order[a + j]
+        if (x & pat_mask[p]) == pat_bitval[p]:
+            return p
+    return -1
 
 
 @nb.njit(inline="always")
-def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start, pat_mask,
-              pat_bitval, pat_free, list_header, pos_bits, limit):
+def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start, alt_order,
+              pat_mask, pat_bitval, pat_free, list_header, pos_bits, limit):
     """Stream bits of row ``i`` against the column kinds ``kinds[first:first + C]`` (one row
     group), without the group id and list count; -1 when some chunk matches no pattern, -2 as
     soon as the bits exceed ``limit`` (the group cannot beat one already scored)."""
@@ -167,7 +168,8 @@ def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start
         if (x & pat_mask[k]) == pat_bitval[k]:
             bits += pat_free[k]
             continue
-        p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval, pat_free)
+        p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask, pat_bitval,
+                      pat_free)
         if p < 0:
             return -1
         bits += sel_bits[k] + pat_free[p]
@@ -182,15 +184,16 @@ ROW_BLOCK = 64  # rows per parallel task (row_words tries the last row's group f
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-              pat_free, list_header, num_groups, out, groups):
+def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_order, pat_mask,
+              pat_bitval, pat_free, list_header, num_groups, out, groups):
     """Stored length in words of each row of ``words`` into ``out[n]`` and its row group into
     ``groups[n]``: the group whose patterns store the row in the fewest words (the lowest on
     ties; 0 for raw rows). ``out[i]`` is -1 when no group can encode the row.
 
     ``kinds`` is ``[G * C]``: the kind of column ``c`` in group ``g`` is ``kinds[g * C + c]``.
     Patterns ``[0, K)`` are the base patterns of the kinds, the alternatives of kind ``k``
-    are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``).
+    are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``);
+    ``alt_order[alt_start[k]:]`` lists those ``v`` by free bits, then slot.
     Neighbouring rows tend to share a group, so each row scores its predecessor's group first
     and stops scoring any other group once it cannot be strictly better.
     """
@@ -216,7 +219,7 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mas
                 if limit < 0:  # (a lower group may still tie: keep going)
                     continue
                 bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, num_kinds,
-                                 sel_bits, alt_start, pat_mask, pat_bitval, pat_free,
+                                 sel_bits, alt_start, alt_order, pat_mask, pat_bitval, pat_free,
                                  list_header, pos_bits, limit)
                 if bits < 0:
                     continue
@@ -231,12 +234,19 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mas
 
 
 @nb.njit(inline="always")
+def _word_shift(w):
+    """log2 of a chunk width of 16, 32 or 64: stream positions split into word and offset by
+    a shift and a mask (a division by a width known only at run time costs far more)."""
+    return 4 + (w >> 5)
+
+
+@nb.njit(inline="always")
 def _put(payload, base, pos, v, n, w):
     """Write the ``n`` low bits of ``v`` at stream bit ``pos`` (words fill from the most
     significant bit; the words must start zeroed)."""
     while n > 0:
-        q = pos // w
-        off = pos - q * w
+        q = pos >> _word_shift(w)
+        off = pos & (w - 1)
         take = min(n, w - off)
         part = _shr(v, n - take) & _low(take)
         payload[base + q] |= _shl(part, w - off - take)
@@ -249,8 +259,8 @@ def _read(payload, base, pos, n, w):
     """The ``n <= w`` stream bits at bit ``pos`` of the row starting at word ``base``."""
     if n == 0:
         return _U0
-    q = pos // w
-    off = pos - q * w
+    q = pos >> _word_shift(w)
+    off = pos & (w - 1)
     hi = (np.uint64(payload[base + q]) << np.uint64(64 - w)) << np.uint64(off)
     if off + n > w:
         hi |= (np.uint64(payload[base + q + 1]) << np.uint64(64 - w)) >> np.uint64(w - off)
@@ -268,9 +278,9 @@ def _extract(x, p, run_start, run_len, run_count):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-                pat_free, run_start, run_len, run_count, list_header, num_groups, groups,
-                offsets, payload):
+def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_order, pat_mask,
+                pat_bitval, pat_free, run_start, run_len, run_count, list_header, num_groups,
+                groups, offsets, payload):
     """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]`` against the
     column kinds of its row group ``groups[i]`` (``kinds`` as in :func:`row_words`).
 
@@ -288,14 +298,14 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, pat_m
         chosen = np.empty(SEGMENT, np.int64)  # the segment's patterns, picked once per chunk
         for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
             _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start,
-                        pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
+                        alt_order, pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
                         list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
                         payload, chosen)
 
 
 @nb.njit(inline="always")
-def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, pat_mask,
-                pat_bitval, pat_free, run_start, run_len, run_count, list_header, header,
+def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, alt_order,
+                pat_mask, pat_bitval, pat_free, run_start, run_len, run_count, list_header, header,
                 count_bits, pos_bits, group_bits, groups, offsets, payload, chosen):
     start = offsets[i]
     end = offsets[i + 1]
@@ -330,11 +340,10 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
             p = k
             if (x & pat_mask[k]) == pat_bitval[k]:
                 if not list_header:
-                    h = c // w
-                    payload[start + h] |= _U1 << np.uint64(c - h * w)
+                    payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
             else:
-                p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, pat_mask, pat_bitval,
-                              pat_free)
+                p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask,
+                              pat_bitval, pat_free)
                 if sel_bits[k]:
                     _put(payload, base, pos, np.uint64(p - num_kinds - alt_start[k]),
                          sel_bits[k], w)

@@ -346,6 +346,21 @@ class CompressedMatrix:
         return table
 
     @property
+    def alt_order(self) -> np.ndarray:
+        """Each kind's alternative slots by free bits, then slot (int64, aligned with the
+        alternatives: kind ``k``'s are ``[alt_start[k], alt_start[k] + 2**select_bits[k])``),
+        cached: the encoder takes the first that matches."""
+        order = self.__dict__.get("_alt_order")
+        if order is None:
+            _, _, free, sel, alt_start = self.patterns()
+            slots = 1 << sel
+            kind = np.repeat(np.arange(len(sel)), slots)
+            slot = np.arange(int(slots.sum())) - np.repeat(alt_start[:len(sel)], slots)
+            ranked = np.lexsort((slot, free[len(sel):], kind))
+            order = self.__dict__["_alt_order"] = slot[ranked].astype(np.int64)
+        return order
+
+    @property
     def pattern_runs(self):
         """``(start, length, count)`` runs of free bits per pattern (``plan.free_bit_runs``)."""
         runs = self.__dict__.get("_pattern_runs")

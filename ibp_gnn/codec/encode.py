@@ -68,8 +68,8 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     if not raw:
         run_start, run_len, run_count = cm.pattern_runs
         for lo, block in row_blocks(byte_rows, block_bytes):
-            _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, pat_mask,
-                                 pat_bitval, pat_free, run_start, run_len, run_count,
+            _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, proto.alt_order,
+                                 pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
                                  plan.list_header, plan.num_groups, groups[lo:lo + len(block)],
                                  offsets[lo:lo + len(block) + 1], payload)
     else:
@@ -91,8 +91,8 @@ def stored_row_words(byte_rows: np.ndarray, proto: CompressedMatrix,
     groups = np.empty(len(byte_rows), np.int64)
     for lo, block in row_blocks(byte_rows, block_bytes):
         _kernels.row_words(block.view(WORD_DTYPES[w]), proto.num_chunks, w, kinds, sel,
-                           alt_start, pat_mask, pat_bitval, pat_free, proto.list_header,
-                           proto.num_groups, lengths[lo:lo + len(block)],
+                           alt_start, proto.alt_order, pat_mask, pat_bitval, pat_free,
+                           proto.list_header, proto.num_groups, lengths[lo:lo + len(block)],
                            groups[lo:lo + len(block)])
     return lengths, groups
 

@@ -189,9 +189,10 @@ GROUP_COUNTS = (4, 8, 16)
 CLUSTER_BITS = 128
 MIN_GROUP_ROWS = 16
 KMEANS_ROUNDS = 10
-#: A group count must store the sample at least this fraction smaller than the best count
-#: before it (or one group) to be taken, and to go on to the next count: each count costs a
-#: clustering and a pattern search.
+#: A group count ``k`` must store the sample at least ``MIN_GROUP_GAIN * k / GROUP_COUNTS[0]``
+#: smaller than the best count before it (or one group) to be taken, and to go on to the
+#: next count: each count costs a clustering and a pattern search, and the encoder scores
+#: every row in up to ``k`` groups.
 MIN_GROUP_GAIN = 0.01
 
 
@@ -448,11 +449,11 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     (:func:`extended_plans`, same width and header kind as ``single``); the encoder then puts
     every row in the group that stores it smallest. The group counts of
     :data:`GROUP_COUNTS` are tried in order while each stores the rows smaller (by
-    :data:`MIN_GROUP_GAIN`) than the best before it, by exact size on
+    :data:`MIN_GROUP_GAIN`, scaled with the count) than the best before it, by exact size on
     :data:`DISCOVERY_ROWS` rows other than those the patterns were found on (when there are
-    that many); the winner is confirmed by the exact size over every row. ``single_bytes``: the payload bytes of ``single``;
-    ``scored``: the ``(lengths, groups)`` of every row under the returned plan when known
-    (``single_scored`` is passed through), else None."""
+    that many); the winner is confirmed by the exact size over every row. ``single_bytes``:
+    the payload bytes of ``single``; ``scored``: the ``(lengths, groups)`` of every row under
+    the returned plan when known (``single_scored`` is passed through), else None."""
     from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
@@ -505,7 +506,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         if grouped is None:
             break
         cost, scored = host_cost(scoring, grouped)
-        if cost >= best_cost * (1 - MIN_GROUP_GAIN):
+        if cost >= best_cost * (1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]):
             break
         best, best_cost, best_scored = grouped, cost, scored
     if best is None:
