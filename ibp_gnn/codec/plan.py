@@ -17,7 +17,7 @@ CHUNK_WIDTHS = (16, 32, 64)
 DEFAULT_SAMPLE_ROWS = 1 << 18
 DEFAULT_BLOCK_BYTES = 64 << 20
 #: Up to this many rows, bits are counted one by one instead of through a byte histogram.
-DIRECT_COUNT_ROWS = 512
+DIRECT_COUNT_ROWS = 4096
 #: Most row groups a matrix may have (the group id of a row is at most 8 bits).
 MAX_GROUPS = 256
 
@@ -272,6 +272,8 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
 
     best = []
     estimated = []
+    pick = discovery_rows(n, seed + 1)
+    discovered = {}  # width -> the discovery rows' chunks, column by column
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -284,9 +286,8 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            pick = discovery_rows(n, seed + 1)
-            columns = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
-            estimated += extended_plans(columns, counts, n, w, plan.threshold,
+            discovered[w] = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
+            estimated += extended_plans(discovered[w], counts, n, w, plan.threshold,
                                         num_rows=num_rows)
     if estimated:
         # exact sizes cost a pass over every row: only for the candidates whose estimate is
@@ -299,8 +300,10 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                              (lengths, groups)))
     size, plan, scored = min(best, key=lambda r: r[0])
     if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
+        # (every row was a discovery row: their chunks are at hand)
+        columns = discovered.get(plan.chunk_bits) if len(pick) == n else None
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
-                                    num_rows=num_rows, block_bytes=block_bytes)
+                                    num_rows=num_rows, block_bytes=block_bytes, columns=columns)
     if scored is None or n != num_rows:
         return plan, None, None
     return plan, scored[0], scored[1]
@@ -442,7 +445,7 @@ def combine_plans(plans: list[Plan]) -> Plan:
 
 def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single_bytes: int,
                  single_scored=None, *, seed: int = 0, num_rows: int | None = None,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES):
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, columns: np.ndarray | None = None):
     """``(plan, scored)``: ``single`` or, when it stores the rows in fewer host bytes (payload,
     group ids and pattern tables), a plan with row groups: the rows are clustered
     (:func:`cluster_rows`) and each cluster gets its own per-column patterns
@@ -453,7 +456,9 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     :data:`DISCOVERY_ROWS` rows other than those the patterns were found on (when there are
     that many); the winner is confirmed by the exact size over every row. ``single_bytes``:
     the payload bytes of ``single``; ``scored``: the ``(lengths, groups)`` of every row under
-    the returned plan when known (``single_scored`` is passed through), else None."""
+    the returned plan when known (``single_scored`` is passed through), else None.
+    ``columns``: the chunks of the rows patterns are discovered from
+    (:func:`sample_columns` of ``discovery_rows(n, seed + 2)``) when already at hand."""
     from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
@@ -462,7 +467,8 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     sampled = len(pick) < n
     sample = byte_rows[pick] if sampled else byte_rows
     m = len(sample)
-    columns = sample_columns(sample, w)
+    if columns is None:
+        columns = sample_columns(sample, w)
     # patterns fit the rows they were found on better than others: when there are other rows,
     # the counts are compared on those
     scoring = sample
