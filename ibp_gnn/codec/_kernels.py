@@ -394,8 +394,8 @@ def _segment(payload, start, g, num_chunks, w, list_header, listed, listed_done,
     if not list_header:
         word = _U0
         for c in range(c0, c1, w):
-            h = c // w
-            word |= (np.uint64(payload[start + h]) >> np.uint64(c - h * w)) << np.uint64(c - c0)
+            word |= ((np.uint64(payload[start + (c >> _word_shift(w))]) >> np.uint64(c & (w - 1)))
+                     << np.uint64(c - c0))
         return c0, c1, ~word & _low(c1 - c0), listed_done
     bits = _U0
     while listed_done < listed:

@@ -273,7 +273,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     best = []
     estimated = []
     pick = discovery_rows(n, seed + 1)
-    discovered = {}  # width -> the discovery rows' chunks, column by column
+    discovered = {}  # width -> every row's chunks, column by column (when all were sampled)
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -286,9 +286,11 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            discovered[w] = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
-            estimated += extended_plans(discovered[w], counts, n, w, plan.threshold,
+            columns = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
+            estimated += extended_plans(columns, counts, n, w, plan.threshold,
                                         num_rows=num_rows)
+            if len(pick) == n:  # every row was a discovery row: the row groups reuse them
+                discovered[w] = columns
     if estimated:
         # exact sizes cost a pass over every row: only for the candidates whose estimate is
         # close to the best one's
@@ -300,10 +302,9 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                              (lengths, groups)))
     size, plan, scored = min(best, key=lambda r: r[0])
     if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
-        # (every row was a discovery row: their chunks are at hand)
-        columns = discovered.get(plan.chunk_bits) if len(pick) == n else None
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
-                                    num_rows=num_rows, block_bytes=block_bytes, columns=columns)
+                                    num_rows=num_rows, block_bytes=block_bytes,
+                                    columns=discovered.get(plan.chunk_bits))
     if scored is None or n != num_rows:
         return plan, None, None
     return plan, scored[0], scored[1]
@@ -413,17 +414,17 @@ def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 
         far = np.minimum(far, ((feats - centers[-1]) ** 2).sum(1))
     centers = np.asarray(centers)
 
-    def nearest(f):
-        return np.argmin((centers ** 2).sum(1)[None] - 2 * f @ centers.T, axis=1)
+    def nearest():
+        return np.argmin((centers ** 2).sum(1)[None] - 2 * feats @ centers.T, axis=1)
 
     for _ in range(KMEANS_ROUNDS):
-        labels = nearest(feats)
+        labels = nearest()
         onehot = (labels[:, None] == np.arange(len(centers))[None]).astype(np.float32)
         sizes = onehot.sum(0)
         sums = onehot.T @ feats
         filled = sizes > 0                          # an emptied cluster keeps its centre
         centers[filled] = sums[filled] / sizes[filled, None]
-    return nearest(feats)
+    return nearest()
 
 
 def combine_plans(plans: list[Plan]) -> Plan:
