@@ -53,7 +53,82 @@ def byte_histogram(words, hist):
             for b in range(8):
                 v = (w >> np.uint64(8 * b)) & np.uint64(0xFF)
                 if v != _U0:
-                    hist[v, c * 8 + b] += 1.0
+                    hist[v, c * 8 + b] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def histogram_bit_counts(hist, out):
+    """``out[8 * p + b]`` = rows with bit ``b`` of byte ``p`` set, from a :func:`byte_histogram`
+    ``hist[256, P]`` (int64)."""
+    for v in range(1, 256):
+        for p in range(hist.shape[1]):
+            h = hist[v, p]
+            if h:
+                for b in range(8):
+                    if (v >> b) & 1:
+                        out[8 * p + b] += h
+
+
+@nb.njit(cache=True, nogil=True)
+def bit_distances(bits, row):
+    """Bits in which each row of ``bits`` (``[n, B]`` uint8 0/1) differs from row ``row``:
+    squared distances to that row as a k-means centre, float64 ``[n]``."""
+    n, nbits = bits.shape
+    out = np.zeros(n)
+    for i in range(n):
+        d = 0
+        for b in range(nbits):
+            d += bits[i, b] != bits[row, b]
+        out[i] = d
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def nearest_centers(bits, centers, labels):
+    """Put every row of ``bits`` (``[n, B]`` uint8 0/1) in the cluster of its nearest centre
+    (``[k, B]`` float64; the lowest on ties) into ``labels``; returns whether any label
+    changed. For 0/1 rows ``|x - m|^2 = |m|^2 + sum over the set bits b of x of (1 - 2 m_b)``,
+    so a row costs its set bits, not its width, per centre."""
+    k, nbits = centers.shape
+    base = np.zeros(k)
+    step = np.empty((nbits, k))
+    for j in range(k):
+        for b in range(nbits):
+            base[j] += centers[j, b] * centers[j, b]
+            step[b, j] = 1.0 - 2.0 * centers[j, b]
+    changed = False
+    acc = np.empty(k)
+    for i in range(bits.shape[0]):
+        acc[:] = base
+        for b in range(nbits):
+            if bits[i, b]:
+                for j in range(k):
+                    acc[j] += step[b, j]
+        best = 0
+        for j in range(1, k):
+            if acc[j] < acc[best]:
+                best = j
+        if labels[i] != best:
+            labels[i] = best
+            changed = True
+    return changed
+
+
+@nb.njit(cache=True, nogil=True)
+def move_centers(bits, labels, centers):
+    """Each centre to the mean of its rows (a centre left without rows stays)."""
+    k, nbits = centers.shape
+    sums = np.zeros((k, nbits))
+    sizes = np.zeros(k, np.int64)
+    for i in range(bits.shape[0]):
+        j = labels[i]
+        sizes[j] += 1
+        for b in range(nbits):
+            sums[j, b] += bits[i, b]
+    for j in range(k):
+        if sizes[j]:
+            for b in range(nbits):
+                centers[j, b] = sums[j, b] / sizes[j]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -142,21 +217,37 @@ def _list_bits(num_chunks):
     return _bit_length(num_chunks), max(1, _bit_length(num_chunks - 1))
 
 
+#: Free bits of an alternative slot that matches nothing (above any real chunk's bits).
+NO_MATCH = 1 << 30
+
+
 @nb.njit(inline="always")
-def _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask, pat_bitval, pat_free):
-    """Pattern index of the alternative of kind ``k`` that matches ``x`` with the fewest free
-    bits (the lowest slot on ties), or -1 when none matches. ``alt_order`` lists each kind's
-    slots in that order of preference, so the first match is the one."""
-    a = alt_start[k]
-    for j in range(1 << sel_bits[k]):
-        p = num_kinds + a + alt_order[a + j]
-        if (x & pat_mask[p]) == pat_bitval[p]:
-            return p
+def _alt_free(x, k, sel_bits, slot_mask, slot_bitval, slot_free):
+    """Fewest free bits of an alternative of kind ``k`` that matches ``x`` (:data:`NO_MATCH`
+    when none does): a branch-free minimum over the kind's slots, laid out contiguously so the
+    loop vectorizes."""
+    best = NO_MATCH
+    for s in range(1 << sel_bits[k]):
+        f = slot_free[k, s] if (x & slot_mask[k, s]) == slot_bitval[k, s] else NO_MATCH
+        best = min(best, f)
+    return best
+
+
+@nb.njit(inline="always")
+def _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free):
+    """Slot of the alternative of kind ``k`` that matches ``x`` with the fewest free bits (the
+    lowest slot on ties), or -1 when none matches."""
+    best = _alt_free(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
+    if best == NO_MATCH:
+        return -1
+    for s in range(1 << sel_bits[k]):
+        if slot_free[k, s] == best and (x & slot_mask[k, s]) == slot_bitval[k, s]:
+            return s
     return -1
 
 
 @nb.njit(inline="always")
-def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start, alt_order,
+def _row_bits(words, i, num_chunks, kinds, first, sel_bits, slot_mask, slot_bitval, slot_free,
               pat_mask, pat_bitval, pat_free, list_header, pos_bits, limit):
     """Stream bits of row ``i`` against the column kinds ``kinds[first:first + C]`` (one row
     group), without the group id and list count; -1 when some chunk matches no pattern, -2 as
@@ -168,11 +259,10 @@ def _row_bits(words, i, num_chunks, kinds, first, num_kinds, sel_bits, alt_start
         if (x & pat_mask[k]) == pat_bitval[k]:
             bits += pat_free[k]
             continue
-        p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask, pat_bitval,
-                      pat_free)
-        if p < 0:
+        free = _alt_free(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
+        if free == NO_MATCH:
             return -1
-        bits += sel_bits[k] + pat_free[p]
+        bits += sel_bits[k] + free
         if list_header:
             bits += pos_bits
         if bits > limit:
@@ -184,22 +274,21 @@ ROW_BLOCK = 64  # rows per parallel task (row_words tries the last row's group f
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_order, pat_mask,
-              pat_bitval, pat_free, list_header, num_groups, out, groups):
+def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, slot_mask, slot_bitval, slot_free,
+              pat_mask, pat_bitval, pat_free, list_header, num_groups, out, groups):
     """Stored length in words of each row of ``words`` into ``out[n]`` and its row group into
     ``groups[n]``: the group whose patterns store the row in the fewest words (the lowest on
     ties; 0 for raw rows). ``out[i]`` is -1 when no group can encode the row.
 
     ``kinds`` is ``[G * C]``: the kind of column ``c`` in group ``g`` is ``kinds[g * C + c]``.
-    Patterns ``[0, K)`` are the base patterns of the kinds, the alternatives of kind ``k``
-    are ``K + alt_start[k] + v`` for ``v < 2**sel_bits[k]`` (see ``docs/format.md``);
-    ``alt_order[alt_start[k]:]`` lists those ``v`` by free bits, then slot.
+    Patterns ``[0, K)`` are the base patterns of the kinds; ``slot_mask/slot_bitval/slot_free
+    [k, v]`` are kind ``k``'s alternative ``v < 2**sel_bits[k]`` (see ``docs/format.md`` and
+    ``CompressedMatrix.alt_slots``).
     Neighbouring rows tend to share a group, so each row scores its predecessor's group first
     and stops scoring any other group once it cannot be strictly better.
     """
     n = words.shape[0]
     w = chunk_bits
-    num_kinds = sel_bits.shape[0]
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
     prefix = _bit_length(num_groups - 1) + (count_bits if list_header else 0)
@@ -218,9 +307,9 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_ord
                     limit = (best - header - (0 if g < best_group else 1)) * w - prefix
                 if limit < 0:  # (a lower group may still tie: keep going)
                     continue
-                bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, num_kinds,
-                                 sel_bits, alt_start, alt_order, pat_mask, pat_bitval, pat_free,
-                                 list_header, pos_bits, limit)
+                bits = _row_bits(words, i, num_chunks, kinds, g * num_chunks, sel_bits,
+                                 slot_mask, slot_bitval, slot_free, pat_mask, pat_bitval,
+                                 pat_free, list_header, pos_bits, limit)
                 if bits < 0:
                     continue
                 stored = min(header + (prefix + bits + w - 1) // w, num_chunks)
@@ -241,17 +330,22 @@ def _word_shift(w):
 
 
 @nb.njit(inline="always")
-def _put(payload, base, pos, v, n, w):
-    """Write the ``n`` low bits of ``v`` at stream bit ``pos`` (words fill from the most
-    significant bit; the words must start zeroed)."""
+def _append(payload, q, acc, held, v, n, w):
+    """Append the ``n`` low bits of ``v`` to a stream being written at word ``q``, whose
+    ``held`` pending bits sit in the low bits of ``acc`` (words fill from the most significant
+    bit). Returns the new ``(q, acc, held)``: every word is stored once, when full, instead of
+    being read and or-ed for each field."""
     while n > 0:
-        q = pos >> _word_shift(w)
-        off = pos & (w - 1)
-        take = min(n, w - off)
-        part = _shr(v, n - take) & _low(take)
-        payload[base + q] |= _shl(part, w - off - take)
-        pos += take
+        take = min(n, w - held)
+        acc = _shl(acc, take) | (_shr(v, n - take) & _low(take))
+        held += take
         n -= take
+        if held == w:
+            payload[q] = acc
+            q += 1
+            acc = _U0
+            held = 0
+    return q, acc, held
 
 
 @nb.njit(inline="always")
@@ -278,9 +372,9 @@ def _extract(x, p, run_start, run_len, run_count):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_order, pat_mask,
-                pat_bitval, pat_free, run_start, run_len, run_count, list_header, num_groups,
-                groups, offsets, payload):
+def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, slot_mask, slot_bitval,
+                slot_free, pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
+                list_header, num_groups, groups, offsets, payload):
     """Encode each row of ``words`` into ``payload[offsets[i]:offsets[i + 1]]`` against the
     column kinds of its row group ``groups[i]`` (``kinds`` as in :func:`row_words`).
 
@@ -298,40 +392,37 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, alt_o
         chosen = np.empty(SEGMENT, np.int64)  # the segment's patterns, picked once per chunk
         for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
             _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start,
-                        alt_order, pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
-                        list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
-                        payload, chosen)
+                        slot_mask, slot_bitval, slot_free, pat_mask, pat_bitval, pat_free,
+                        run_start, run_len, run_count, list_header, header, count_bits, pos_bits,
+                        group_bits, groups, offsets, payload, chosen)
 
 
 @nb.njit(inline="always")
-def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, alt_order,
-                pat_mask, pat_bitval, pat_free, run_start, run_len, run_count, list_header, header,
-                count_bits, pos_bits, group_bits, groups, offsets, payload, chosen):
+def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, slot_mask,
+                slot_bitval, slot_free, pat_mask, pat_bitval, pat_free, run_start, run_len,
+                run_count, list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
+                payload, chosen):
     start = offsets[i]
     end = offsets[i + 1]
     if end - start == num_chunks:
         for c in range(num_chunks):
             payload[start + c] = words[i, c]
         return
-    for q in range(start, end):
-        payload[q] = 0
-    base = start + header
+    for h in range(start, start + header):  # (the stream words are written whole)
+        payload[h] = 0
     first = groups[i] * num_chunks
-    _put(payload, base, 0, np.uint64(groups[i]), group_bits, w)
-    pos = group_bits
+    q, acc, held = _append(payload, start + header, _U0, 0, np.uint64(groups[i]), group_bits, w)
     if list_header:
         listed = 0
         for c in range(num_chunks):
             k = kinds[first + c]
             if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
                 listed += 1
-        _put(payload, base, pos, np.uint64(listed), count_bits, w)
-        pos += count_bits
+        q, acc, held = _append(payload, q, acc, held, np.uint64(listed), count_bits, w)
         for c in range(num_chunks):
             k = kinds[first + c]
             if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
-                _put(payload, base, pos, np.uint64(c), pos_bits, w)
-                pos += pos_bits
+                q, acc, held = _append(payload, q, acc, held, np.uint64(c), pos_bits, w)
     for c0 in range(0, num_chunks, SEGMENT):
         c1 = min(c0 + SEGMENT, num_chunks)
         for c in range(c0, c1):  # selectors of the segment's non-base chunks
@@ -342,20 +433,23 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
                 if not list_header:
                     payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
             else:
-                p = _pick_alt(x, k, num_kinds, sel_bits, alt_start, alt_order, pat_mask,
-                              pat_bitval, pat_free)
+                v = _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
+                p = num_kinds + alt_start[k] + v
                 if sel_bits[k]:
-                    _put(payload, base, pos, np.uint64(p - num_kinds - alt_start[k]),
-                         sel_bits[k], w)
-                    pos += sel_bits[k]
+                    q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k], w)
             chosen[c - c0] = p
         for c in range(c0, c1):  # then their free bits
             p = chosen[c - c0]
             if pat_free[p]:
-                _put(payload, base, pos,
-                     _extract(np.uint64(words[i, c]), p, run_start, run_len, run_count),
-                     pat_free[p], w)
-                pos += pat_free[p]
+                q, acc, held = _append(payload, q, acc, held,
+                                       _extract(np.uint64(words[i, c]), p, run_start, run_len,
+                                                run_count),
+                                       pat_free[p], w)
+    if held:
+        payload[q] = _shl(acc, w - held)
+        q += 1
+    for h in range(q, end):
+        payload[h] = 0
 
 
 @nb.njit(inline="always")
@@ -637,9 +731,13 @@ def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_m
         leaf = leaf_of[i]
         sizes[leaf] += 1
         x = vals[i]
-        while x:
-            counts[leaf, _lowest_bit(x)] += 1
-            x &= x - _U1
+        if _popcount(x) * 4 > w:  # dense: a branch-free pass over every bit vectorizes
+            for b in range(w):
+                counts[leaf, b] += np.int64((x >> np.uint64(b)) & _U1)
+        else:
+            while x:
+                counts[leaf, _lowest_bit(x)] += 1
+                x &= x - _U1
     nt = taus.shape[0]
     for leaf in range(leaves):
         n = sizes[leaf]

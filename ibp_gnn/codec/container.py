@@ -346,19 +346,28 @@ class CompressedMatrix:
         return table
 
     @property
-    def alt_order(self) -> np.ndarray:
-        """Each kind's alternative slots by free bits, then slot (int64, aligned with the
-        alternatives: kind ``k``'s are ``[alt_start[k], alt_start[k] + 2**select_bits[k])``),
-        cached: the encoder takes the first that matches."""
-        order = self.__dict__.get("_alt_order")
-        if order is None:
-            _, _, free, sel, alt_start = self.patterns()
-            slots = 1 << sel
-            kind = np.repeat(np.arange(len(sel)), slots)
-            slot = np.arange(int(slots.sum())) - np.repeat(alt_start[:len(sel)], slots)
-            ranked = np.lexsort((slot, free[len(sel):], kind))
-            order = self.__dict__["_alt_order"] = slot[ranked].astype(np.int64)
-        return order
+    def alt_slots(self):
+        """Every kind's alternatives as rows of ``[K, S]`` tables (``S``: the most slots of any
+        kind), cached: ``(mask, bitval, free)``, uint64/uint64/int64; slots past a kind's
+        ``2**select_bits`` are never read. The encoder's inner loop scans a kind's slots
+        contiguously instead of chasing pattern indices."""
+        slots = self.__dict__.get("_alt_slots")
+        if slots is None:
+            from ._kernels import NO_MATCH
+            mask, bitval, free, sel, alt_start = self.patterns()
+            k = len(sel)
+            per_kind = 1 << sel
+            width = int(per_kind.max(initial=1))
+            kind = np.repeat(np.arange(k), per_kind)
+            slot = np.arange(int(per_kind.sum())) - np.repeat(alt_start[:k], per_kind)
+            table_mask = np.zeros((k, width), np.uint64)
+            table_bitval = np.zeros((k, width), np.uint64)
+            table_free = np.full((k, width), NO_MATCH, np.int64)
+            table_mask[kind, slot] = mask[k:]
+            table_bitval[kind, slot] = bitval[k:]
+            table_free[kind, slot] = free[k:]
+            slots = self.__dict__["_alt_slots"] = (table_mask, table_bitval, table_free)
+        return slots
 
     @property
     def pattern_runs(self):

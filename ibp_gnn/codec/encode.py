@@ -68,7 +68,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     if not raw:
         run_start, run_len, run_count = cm.pattern_runs
         for lo, block in row_blocks(byte_rows, block_bytes):
-            _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, proto.alt_order,
+            _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, *proto.alt_slots,
                                  pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
                                  plan.list_header, plan.num_groups, groups[lo:lo + len(block)],
                                  offsets[lo:lo + len(block) + 1], payload)
@@ -86,12 +86,12 @@ def stored_row_words(byte_rows: np.ndarray, proto: CompressedMatrix,
     each row is coded in, int64 ``[N]`` (the one storing it in the fewest words)."""
     w = proto.chunk_bits
     kinds = proto.column_kind_ids()
-    pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
+    pat_mask, pat_bitval, pat_free, sel, _ = proto.patterns()
     lengths = np.empty(len(byte_rows), np.int64)
     groups = np.empty(len(byte_rows), np.int64)
     for lo, block in row_blocks(byte_rows, block_bytes):
         _kernels.row_words(block.view(WORD_DTYPES[w]), proto.num_chunks, w, kinds, sel,
-                           alt_start, proto.alt_order, pat_mask, pat_bitval, pat_free,
+                           *proto.alt_slots, pat_mask, pat_bitval, pat_free,
                            proto.list_header, proto.num_groups, lengths[lo:lo + len(block)],
                            groups[lo:lo + len(block)])
     return lengths, groups

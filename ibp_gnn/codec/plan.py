@@ -125,12 +125,12 @@ def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) ->
         direct = np.zeros(width * 8, np.int64)
         _kernels.set_bit_counts(padded_words(byte_rows).view(np.uint64), direct)
         return direct
-    # float64 counts are exact up to 2**53 rows and let BLAS turn the table into bit counts
-    hist = np.zeros((256, width), np.float64)
+    hist = np.zeros((256, width), np.int64)
     for _, block in row_blocks(byte_rows, block_bytes):
         _kernels.byte_histogram(block.view(np.uint64), hist)
-    # hist[v, p] rows with value v at byte p  ->  rows with bit b set at byte p
-    return np.rint(_BYTE_BITS.T.astype(np.float64) @ hist).astype(np.int64).T.reshape(-1)
+    counts = np.zeros(width * 8, np.int64)
+    _kernels.histogram_bit_counts(hist, counts)
+    return counts
 
 
 def entropy_bound_bits(counts: np.ndarray, n: int) -> float:
@@ -194,6 +194,9 @@ KMEANS_ROUNDS = 10
 #: next count: each count costs a clustering and a pattern search, and the encoder scores
 #: every row in up to ``k`` groups.
 MIN_GROUP_GAIN = 0.01
+#: Rows a row-group plan is confirmed on against the single-group plan, when the planning
+#: rows are a sample of a larger matrix (the sizes then only decide, the encoder rescores).
+CONFIRM_ROWS = 1 << 15
 
 
 def list_header_fits(num_chunks: int, chunk_bits: int) -> bool:
@@ -403,28 +406,26 @@ def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 
         return np.zeros(n, np.int64)
     spread = np.minimum(p[varying], 1 - p[varying])  # entropy grows with this
     top = varying[np.argsort(-spread, kind="stable")[:CLUSTER_BITS]]
-    feats = ((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1).astype(np.float32)
+    # (indexing columns gives a column-major array: the kernels walk rows)
+    bits = np.ascontiguousarray((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1)
     rng = np.random.default_rng(seed)
-    centers = [feats[rng.integers(n)]]
-    far = ((feats - centers[0]) ** 2).sum(1)       # squared distance to the nearest centre
+    # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
+    # kernels that run next on the same cores)
+    chosen = [int(rng.integers(n))]
+    far = _kernels.bit_distances(bits, chosen[0])  # squared distance to the nearest centre
     for _ in range(1, k):
         if far.sum() == 0:
             break
-        centers.append(feats[rng.choice(n, p=far / far.sum())])
-        far = np.minimum(far, ((feats - centers[-1]) ** 2).sum(1))
-    centers = np.asarray(centers)
-
-    def nearest():
-        return np.argmin((centers ** 2).sum(1)[None] - 2 * feats @ centers.T, axis=1)
-
+        chosen.append(int(rng.choice(n, p=far / far.sum())))
+        far = np.minimum(far, _kernels.bit_distances(bits, chosen[-1]))
+    centers = bits[chosen].astype(np.float64)
+    labels = np.full(n, -1, np.int64)
     for _ in range(KMEANS_ROUNDS):
-        labels = nearest()
-        onehot = (labels[:, None] == np.arange(len(centers))[None]).astype(np.float32)
-        sizes = onehot.sum(0)
-        sums = onehot.T @ feats
-        filled = sizes > 0                          # an emptied cluster keeps its centre
-        centers[filled] = sums[filled] / sizes[filled, None]
-    return nearest()
+        if not _kernels.nearest_centers(bits, centers, labels):
+            return labels  # converged: the centres would not move again
+        _kernels.move_centers(bits, labels, centers)
+    _kernels.nearest_centers(bits, centers, labels)
+    return labels
 
 
 def combine_plans(plans: list[Plan]) -> Plan:
@@ -455,9 +456,11 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     :data:`GROUP_COUNTS` are tried in order while each stores the rows smaller (by
     :data:`MIN_GROUP_GAIN`, scaled with the count) than the best before it, by exact size on
     :data:`DISCOVERY_ROWS` rows other than those the patterns were found on (when there are
-    that many); the winner is confirmed by the exact size over every row. ``single_bytes``:
-    the payload bytes of ``single``; ``scored``: the ``(lengths, groups)`` of every row under
-    the returned plan when known (``single_scored`` is passed through), else None.
+    that many); the winner is confirmed against ``single`` by the exact size over every row
+    (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix).
+    ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
+    of every row under the returned plan when known (``single_scored`` is passed through),
+    else None.
     ``columns``: the chunks of the rows patterns are discovered from
     (:func:`sample_columns` of ``discovery_rows(n, seed + 2)``) when already at hand."""
     from .encode import pattern_tables  # encode builds on this module
@@ -520,7 +523,15 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         return single, single_scored
     if not sampled:  # the sample was every row: its sizes are exact
         return best, best_scored
-    # the sample said groups pay: confirm with the exact size over every planning row
-    grouped_cost, scored = host_cost(byte_rows, best)
-    single_cost = single_bytes * num_rows / n + pattern_tables(single, byte_rows.shape).column_bytes
-    return (best, scored) if grouped_cost < single_cost else (single, single_scored)
+    # the sample said groups pay: confirm by the exact size over every planning row when they
+    # are the whole matrix (the encoder reuses their sizes), else over CONFIRM_ROWS of them
+    if n == num_rows or n <= CONFIRM_ROWS:
+        grouped_cost, scored = host_cost(byte_rows, best)
+        single_cost = (single_bytes * num_rows / n
+                       + pattern_tables(single, byte_rows.shape).column_bytes)
+        return (best, scored) if grouped_cost < single_cost else (single, single_scored)
+    rows = byte_rows[np.sort(np.random.default_rng(seed + 4).choice(n, CONFIRM_ROWS,
+                                                                    replace=False))]
+    grouped_cost, _ = host_cost(rows, best)
+    single_cost, _ = host_cost(rows, single)
+    return (best, None) if grouped_cost < single_cost else (single, single_scored)
