@@ -84,29 +84,32 @@ def bit_distances(bits, row):
 
 
 @nb.njit(cache=True, nogil=True)
-def nearest_centers(bits, centers, labels):
+def nearest_centers(bits, sums, sizes, labels):
     """Put every row of ``bits`` (``[n, B]`` uint8 0/1) in the cluster of its nearest centre
-    (``[k, B]`` float64; the lowest on ties) into ``labels``; returns whether any label
-    changed. For 0/1 rows ``|x - m|^2 = |m|^2 + sum over the set bits b of x of (1 - 2 m_b)``,
-    so a row costs its set bits, not its width, per centre."""
-    k, nbits = centers.shape
-    base = np.zeros(k)
-    step = np.empty((nbits, k))
+    into ``labels`` (the lowest cluster on ties); returns whether any label changed. Centre
+    ``j`` is the mean ``sums[j] / sizes[j]`` (int64 ``[k, B]``, ``[k]``) of its rows. For 0/1
+    rows ``N^2 |x - S/N|^2 = N^2 |x| - 2N (x . S) + |S|^2`` is an integer, so the distances are
+    exact up to one final division and the labels the same on every machine."""
+    k, nbits = sums.shape
+    square = np.zeros(k, np.int64)
     for j in range(k):
         for b in range(nbits):
-            base[j] += centers[j, b] * centers[j, b]
-            step[b, j] = 1.0 - 2.0 * centers[j, b]
+            square[j] += sums[j, b] * sums[j, b]
     changed = False
-    acc = np.empty(k)
     for i in range(bits.shape[0]):
-        acc[:] = base
+        ones = 0
         for b in range(nbits):
-            if bits[i, b]:
-                for j in range(k):
-                    acc[j] += step[b, j]
+            ones += bits[i, b]
         best = 0
-        for j in range(1, k):
-            if acc[j] < acc[best]:
+        best_distance = np.inf
+        for j in range(k):
+            dot = 0
+            for b in range(nbits):
+                dot += bits[i, b] * sums[j, b]
+            size = sizes[j]
+            distance = (ones * size * size - 2 * size * dot + square[j]) / (size * size)
+            if distance < best_distance:
+                best_distance = distance
                 best = j
         if labels[i] != best:
             labels[i] = best
@@ -115,20 +118,22 @@ def nearest_centers(bits, centers, labels):
 
 
 @nb.njit(cache=True, nogil=True)
-def move_centers(bits, labels, centers):
-    """Each centre to the mean of its rows (a centre left without rows stays)."""
-    k, nbits = centers.shape
-    sums = np.zeros((k, nbits))
-    sizes = np.zeros(k, np.int64)
+def move_centers(bits, labels, sums, sizes):
+    """Each centre to the mean of its rows: ``sums``/``sizes`` as in :func:`nearest_centers`
+    (a centre left without rows stays where it was)."""
+    k, nbits = sums.shape
+    new_sums = np.zeros((k, nbits), np.int64)
+    new_sizes = np.zeros(k, np.int64)
     for i in range(bits.shape[0]):
         j = labels[i]
-        sizes[j] += 1
+        new_sizes[j] += 1
         for b in range(nbits):
-            sums[j, b] += bits[i, b]
+            new_sums[j, b] += bits[i, b]
     for j in range(k):
-        if sizes[j]:
+        if new_sizes[j]:
+            sizes[j] = new_sizes[j]
             for b in range(nbits):
-                centers[j, b] = sums[j, b] / sizes[j]
+                sums[j, b] = new_sums[j, b]
 
 
 @nb.njit(cache=True, nogil=True)

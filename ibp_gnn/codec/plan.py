@@ -418,13 +418,14 @@ def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 
             break
         chosen.append(int(rng.choice(n, p=far / far.sum())))
         far = np.minimum(far, _kernels.bit_distances(bits, chosen[-1]))
-    centers = bits[chosen].astype(np.float64)
+    sums = bits[chosen].astype(np.int64)               # centres as sums of rows / row counts
+    sizes = np.ones(len(chosen), np.int64)
     labels = np.full(n, -1, np.int64)
     for _ in range(KMEANS_ROUNDS):
-        if not _kernels.nearest_centers(bits, centers, labels):
+        if not _kernels.nearest_centers(bits, sums, sizes, labels):
             return labels  # converged: the centres would not move again
-        _kernels.move_centers(bits, labels, centers)
-    _kernels.nearest_centers(bits, centers, labels)
+        _kernels.move_centers(bits, labels, sums, sizes)
+    _kernels.nearest_centers(bits, sums, sizes, labels)
     return labels
 
 
