@@ -452,6 +452,28 @@ def test_bit_counts_of_few_and_many_rows_agree():
         np.testing.assert_array_equal(bit_counts(rows), expected)
 
 
+def test_nearest_centers_are_the_exactly_nearest():
+    """k-means assignment on integer centre sums: every row goes to the centre at the smallest
+    exact squared distance (the lowest on ties), checked with exact fractions."""
+    from fractions import Fraction
+
+    from ibp_gnn.codec._kernels import move_centers, nearest_centers
+    rng = np.random.default_rng(5)
+    bits = (rng.random((300, 20)) < 0.3).astype(np.uint8)
+    labels = rng.integers(0, 5, 300)
+    sums = np.zeros((5, 20), np.int64)
+    sizes = np.ones(5, np.int64)
+    move_centers(bits, labels, sums, sizes)
+    np.testing.assert_array_equal(sizes, np.bincount(labels, minlength=5))
+    got = np.full(300, -1, np.int64)
+    assert nearest_centers(bits, sums, sizes, got)
+    for i, row in enumerate(bits):
+        distances = [sum((Fraction(int(x)) - Fraction(int(s), int(n))) ** 2
+                         for x, s in zip(row, sums[j])) for j, n in enumerate(sizes)]
+        assert got[i] == distances.index(min(distances))
+    assert not nearest_centers(bits, sums, sizes, got)  # nothing left to move
+
+
 def test_a_planning_sample_gives_the_plan_of_the_whole_matrix():
     """What ``compress_on_gpu`` relies on: planning from the sample ``compress`` would draw,
     told how many rows it stands for, gives ``compress``'s plan."""

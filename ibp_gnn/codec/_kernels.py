@@ -146,6 +146,10 @@ def set_bit_counts(words, out):
     for i in range(n):
         for c in range(c8):
             x = words[i, c]
+            if _popcount(x) > 16:  # dense: a branch-free pass over every bit vectorizes
+                for b in range(64):
+                    out[64 * c + b] += np.int64((x >> np.uint64(b)) & _U1)
+                continue
             while x:
                 out[64 * c + _lowest_bit(x)] += 1
                 x &= x - _U1
