@@ -452,6 +452,19 @@ def test_bit_counts_of_few_and_many_rows_agree():
         np.testing.assert_array_equal(bit_counts(rows), expected)
 
 
+def test_padding_is_reused_only_for_the_same_rows():
+    from ibp_gnn.codec.plan import padded_words, reused_padding
+    rows = np.arange(15, dtype=np.uint8).reshape(3, 5)
+    with reused_padding():
+        padded = padded_words(rows)
+        assert padded_words(rows[0:3]) is padded          # a view of the same rows
+        other = rows + 1
+        np.testing.assert_array_equal(padded_words(other)[:, :5], other)
+        np.testing.assert_array_equal(padded_words(rows[1:])[:, :5], rows[1:])
+    assert padded_words(rows) is not padded
+    np.testing.assert_array_equal(padded, np.pad(rows, ((0, 0), (0, 3))))
+
+
 def test_nearest_centers_are_the_exactly_nearest():
     """k-means assignment on integer centre sums: every row goes to the centre at the smallest
     exact squared distance (the lowest on ties), checked with exact fractions."""

@@ -158,15 +158,18 @@ def set_bit_counts(words, out):
 @nb.njit(cache=True, nogil=True, parallel=True)
 def column_major(words, out):
     """``out[c, i] = words[i, c]`` for the ``C = out.shape[0]`` first columns of ``words``
-    (``[n, >= C]``): the chunks of the rows column by column, 16 columns at a time so every
-    row read stays within a few cache lines."""
+    (``[n, >= C]``): the chunks of the rows column by column, in tiles of 64 rows by 16
+    columns so both the rows read and the column runs written stay within a few cache
+    lines."""
     num_chunks = out.shape[0]
-    for tile in nb.prange((num_chunks + 15) // 16):
-        c0 = tile * 16
-        c1 = min(c0 + 16, num_chunks)
-        for i in range(words.shape[0]):
-            for c in range(c0, c1):
-                out[c, i] = words[i, c]
+    n = words.shape[0]
+    for block in nb.prange((n + 63) // 64):
+        i0 = block * 64
+        i1 = min(i0 + 64, n)
+        for c0 in range(0, num_chunks, 16):
+            for c in range(c0, min(c0 + 16, num_chunks)):
+                for i in range(i0, i1):
+                    out[c, i] = words[i, c]
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)

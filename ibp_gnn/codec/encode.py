@@ -10,7 +10,7 @@ from . import _kernels, dtypes
 from .container import (WORD_DTYPES, Allocator, CompressedMatrix, _default_allocator,
                         column_kinds, split_offsets)
 from .plan import (DEFAULT_BLOCK_BYTES, DEFAULT_SAMPLE_ROWS, Plan, list_header_fits,
-                   plan_rows, row_blocks)
+                   plan_rows, reused_padding, row_blocks)
 
 
 def compress(x, *, chunk_bits="auto", thresholds=None,
@@ -35,6 +35,15 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     ``x`` is never modified.
     """
     t0 = time.perf_counter()
+    with reused_padding():
+        cm = _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator,
+                            block_bytes, extended)
+    cm.compress_seconds = time.perf_counter() - t0
+    return cm
+
+
+def _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator, block_bytes,
+                   extended) -> CompressedMatrix:
     byte_rows, name, row_shape = dtypes.as_byte_rows(x)
     n, rb = byte_rows.shape
     lengths = groups = None
@@ -75,7 +84,6 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     else:
         for lo, block in row_blocks(byte_rows, block_bytes):
             payload[lo * c:(lo + len(block)) * c] = block.view(wd)[:, :c].reshape(-1)
-    cm.compress_seconds = time.perf_counter() - t0
     return cm
 
 

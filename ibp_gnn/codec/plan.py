@@ -1,6 +1,8 @@
 """Preprocessing: choose the chunk width and the per-column masks by exact compressed size."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,16 +97,41 @@ def free_bit_runs(mask: np.ndarray, chunk_bits: int):
     return start, length, count
 
 
+_PADDED = contextvars.ContextVar("ibp_gnn_padded_rows", default=None)
+
+
+@contextlib.contextmanager
+def reused_padding():
+    """Within this block :func:`padded_words` pads each array once: the planner and the
+    encoder pass over the same rows a dozen times, and rows whose byte count is not a multiple
+    of 8 would otherwise be copied on every pass. At most :data:`DEFAULT_BLOCK_BYTES` of
+    copies are kept, each with the array it came from (so that memory cannot be reused for
+    another array meanwhile)."""
+    token = _PADDED.set({"bytes": 0})
+    try:
+        yield
+    finally:
+        _PADDED.reset(token)
+
+
 def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
     """``[n, row_bytes]`` uint8 -> ``[n, ceil(row_bytes / pad_to) * pad_to]`` uint8 with zero
     padding, C-contiguous and 8-byte aligned so it views as 16-, 32- or 64-bit words. Views the
-    input when no padding is needed and it is aligned."""
+    input when no padding is needed and it is aligned. Read-only use: inside
+    :func:`reused_padding` the same copy may be handed out again."""
     n, rb = byte_rows.shape
     width = -(-rb // pad_to) * pad_to
     if width == rb and byte_rows.flags.c_contiguous and byte_rows.ctypes.data % 8 == 0:
         return byte_rows
+    cache = _PADDED.get()
+    key = (byte_rows.ctypes.data, byte_rows.shape, byte_rows.strides, pad_to)
+    if cache is not None and key in cache:
+        return cache[key][1]
     out = np.zeros((n, width), np.uint8)
     out[:, :rb] = byte_rows
+    if cache is not None and cache["bytes"] + out.nbytes <= DEFAULT_BLOCK_BYTES:
+        cache[key] = (byte_rows, out)
+        cache["bytes"] += out.nbytes
     return out
 
 
@@ -485,13 +512,18 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
 
     def plan_groups(labels):
         plans = []
-        for g in range(int(labels.max(initial=-1)) + 1):
-            members = np.flatnonzero(labels == g)
-            if len(members) < MIN_GROUP_ROWS:
+        # rows sorted by group (in row order within one): each group's chunks are one slice
+        order = np.argsort(labels, kind="stable")
+        ends = np.cumsum(np.bincount(labels))
+        by_group, rows_by_group = columns[:, order], sample[order]
+        for end, size in zip(ends, np.bincount(labels)):
+            if size < MIN_GROUP_ROWS:
                 continue
-            found = extended_plans(columns[:, members], bit_counts(sample[members]),
-                                   len(members), w, single.threshold,
-                                   num_rows=max(1, num_rows * len(members) // m))
+            members = slice(end - size, end)
+            found = extended_plans(np.ascontiguousarray(by_group[:, members]),
+                                   bit_counts(rows_by_group[members]),
+                                   int(size), w, single.threshold,
+                                   num_rows=max(1, num_rows * int(size) // m))
             plans.append(next(p for p, _ in found if p.list_header == single.list_header))
         return combine_plans(plans) if len(plans) > 1 else None
 
