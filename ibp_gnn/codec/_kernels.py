@@ -156,20 +156,38 @@ def set_bit_counts(words, out):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_major(words, out):
-    """``out[c, i] = words[i, c]`` for the ``C = out.shape[0]`` first columns of ``words``
-    (``[n, >= C]``): the chunks of the rows column by column, in tiles of 64 rows by 16
-    columns so both the rows read and the column runs written stay within a few cache
-    lines."""
+def column_major(words, rows, out):
+    """``out[c, j] = words[rows[j], c]`` for the ``C = out.shape[0]`` first columns of
+    ``words`` (``[n, >= C]``): the chunks of the chosen rows column by column, in tiles of 64
+    rows by 16 columns so both the rows read and the column runs written stay within a few
+    cache lines."""
     num_chunks = out.shape[0]
-    n = words.shape[0]
-    for block in nb.prange((n + 63) // 64):
-        i0 = block * 64
-        i1 = min(i0 + 64, n)
+    m = rows.shape[0]
+    for block in nb.prange((m + 63) // 64):
+        j0 = block * 64
+        j1 = min(j0 + 64, m)
         for c0 in range(0, num_chunks, 16):
             for c in range(c0, min(c0 + 16, num_chunks)):
-                for i in range(i0, i1):
-                    out[c, i] = words[i, c]
+                for j in range(j0, j1):
+                    out[c, j] = words[rows[j], c]
+
+
+@nb.njit(cache=True, nogil=True)
+def column_bit_counts(columns, chunk_bits, out):
+    """``out[c * chunk_bits + b] += 1`` for every chunk of ``columns`` (``[C, m]``, column
+    ``c``'s chunks) with bit ``b`` set: the :func:`set_bit_counts` of those rows, counted from
+    their columns."""
+    for c in range(columns.shape[0]):
+        first = c * chunk_bits
+        for i in range(columns.shape[1]):
+            x = np.uint64(columns[c, i])
+            if _popcount(x) * 4 > chunk_bits:  # dense: a branch-free pass vectorizes
+                for b in range(chunk_bits):
+                    out[first + b] += np.int64((x >> np.uint64(b)) & _U1)
+                continue
+            while x:
+                out[first + _lowest_bit(x)] += 1
+                x &= x - _U1
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)

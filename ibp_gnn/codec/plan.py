@@ -303,7 +303,6 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     best = []
     estimated = []
     pick = discovery_rows(n, seed + 1)
-    discovered = {}  # width -> every row's chunks, column by column (when all were sampled)
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -316,11 +315,8 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            columns = sample_columns(byte_rows[pick] if len(pick) < n else byte_rows, w)
-            estimated += extended_plans(columns, counts, n, w, plan.threshold,
-                                        num_rows=num_rows)
-            if len(pick) == n:  # every row was a discovery row: the row groups reuse them
-                discovered[w] = columns
+            estimated += extended_plans(sample_columns(byte_rows, w, pick), counts, n, w,
+                                        plan.threshold, num_rows=num_rows)
     if estimated:
         # exact sizes cost a pass over every row: only for the candidates whose estimate is
         # close to the best one's
@@ -333,8 +329,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     size, plan, scored = min(best, key=lambda r: r[0])
     if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
-                                    num_rows=num_rows, block_bytes=block_bytes,
-                                    columns=discovered.get(plan.chunk_bits))
+                                    num_rows=num_rows, block_bytes=block_bytes)
     if scored is None or n != num_rows:
         return plan, None, None
     return plan, scored[0], scored[1]
@@ -356,11 +351,13 @@ def discovery_rows(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, DISCOVERY_ROWS, replace=False))
 
 
-def sample_columns(byte_rows: np.ndarray, w: int) -> np.ndarray:
-    """The ``w``-bit chunks of the rows column by column: ``[C, n]``."""
+def sample_columns(byte_rows: np.ndarray, w: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The ``w``-bit chunks of the rows (those numbered ``rows``, default all) column by
+    column: ``[C, m]``."""
     words = padded_words(byte_rows).view(WORD_DTYPES[w])
-    out = np.empty((-(-byte_rows.shape[1] // (w // 8)), len(byte_rows)), WORD_DTYPES[w])
-    _kernels.column_major(words, out)
+    rows = np.arange(len(byte_rows)) if rows is None else np.asarray(rows, np.int64)
+    out = np.empty((-(-byte_rows.shape[1] // (w // 8)), len(rows)), WORD_DTYPES[w])
+    _kernels.column_major(words, rows, out)
     return out
 
 
@@ -475,7 +472,7 @@ def combine_plans(plans: list[Plan]) -> Plan:
 
 def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single_bytes: int,
                  single_scored=None, *, seed: int = 0, num_rows: int | None = None,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES, columns: np.ndarray | None = None):
+                 block_bytes: int = DEFAULT_BLOCK_BYTES):
     """``(plan, scored)``: ``single`` or, when it stores the rows in fewer host bytes (payload,
     group ids and pattern tables), a plan with row groups: the rows are clustered
     (:func:`cluster_rows`) and each cluster gets its own per-column patterns
@@ -488,9 +485,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix).
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
-    else None.
-    ``columns``: the chunks of the rows patterns are discovered from
-    (:func:`sample_columns` of ``discovery_rows(n, seed + 2)``) when already at hand."""
+    else None."""
     from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
@@ -499,8 +494,6 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     sampled = len(pick) < n
     sample = byte_rows[pick] if sampled else byte_rows
     m = len(sample)
-    if columns is None:
-        columns = sample_columns(sample, w)
     # patterns fit the rows they were found on better than others: when there are other rows,
     # the counts are compared on those
     scoring = sample
@@ -512,18 +505,15 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
 
     def plan_groups(labels):
         plans = []
-        # rows sorted by group (in row order within one): each group's chunks are one slice
-        order = np.argsort(labels, kind="stable")
-        ends = np.cumsum(np.bincount(labels))
-        by_group, rows_by_group = columns[:, order], sample[order]
-        for end, size in zip(ends, np.bincount(labels)):
-            if size < MIN_GROUP_ROWS:
+        for g in range(int(labels.max(initial=-1)) + 1):
+            members = np.flatnonzero(labels == g)
+            if len(members) < MIN_GROUP_ROWS:
                 continue
-            members = slice(end - size, end)
-            found = extended_plans(np.ascontiguousarray(by_group[:, members]),
-                                   bit_counts(rows_by_group[members]),
-                                   int(size), w, single.threshold,
-                                   num_rows=max(1, num_rows * int(size) // m))
+            columns = sample_columns(sample, w, members)
+            group_counts = np.zeros(columns.shape[0] * w, np.int64)
+            _kernels.column_bit_counts(columns, w, group_counts)
+            found = extended_plans(columns, group_counts, len(members), w, single.threshold,
+                                   num_rows=max(1, num_rows * len(members) // m))
             plans.append(next(p for p, _ in found if p.list_header == single.list_header))
         return combine_plans(plans) if len(plans) > 1 else None
 
