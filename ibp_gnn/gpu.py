@@ -668,8 +668,8 @@ def compress_on_gpu(x, *, chunk_bits="auto", plan=None, device=None, allocator=N
     or from the CPU planner (``choose_plan``, which samples rows); only the encoding runs on
     the GPU. ``x`` may be a CPU array/tensor (copied to the device in blocks of about
     ``block_bytes``, twice: once for the row lengths, once to encode) or a CUDA tensor (used
-    in place). ``allocator`` as in
-    ``compress``: the payload is written straight into the buffer it returns.
+    in place). ``allocator`` as in ``compress``: the payload is written straight into the
+    buffer it returns.
     """
     import time
 

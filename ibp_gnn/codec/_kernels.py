@@ -136,6 +136,20 @@ def move_centers(bits, labels, sums, sizes):
                 sums[j, b] = new_sums[j, b]
 
 
+@nb.njit(inline="always")
+def _count_set_bits(out, first, x, w):
+    """``out[first + b] += 1`` for every set bit ``b`` of the ``w``-bit word ``x``: a
+    branch-free pass over every bit when at least a quarter are set (it vectorizes), else one
+    step per set bit."""
+    if _popcount(x) * 4 > w:
+        for b in range(w):
+            out[first + b] += np.int64((x >> np.uint64(b)) & _U1)
+        return
+    while x:
+        out[first + _lowest_bit(x)] += 1
+        x &= x - _U1
+
+
 @nb.njit(cache=True, nogil=True)
 def set_bit_counts(words, out):
     """``out[64 * c + b] += 1`` for every row of ``words`` (``[n, C8]`` uint64) with bit ``b``
@@ -145,14 +159,7 @@ def set_bit_counts(words, out):
     n, c8 = words.shape
     for i in range(n):
         for c in range(c8):
-            x = words[i, c]
-            if _popcount(x) > 16:  # dense: a branch-free pass over every bit vectorizes
-                for b in range(64):
-                    out[64 * c + b] += np.int64((x >> np.uint64(b)) & _U1)
-                continue
-            while x:
-                out[64 * c + _lowest_bit(x)] += 1
-                x &= x - _U1
+            _count_set_bits(out, 64 * c, words[i, c], 64)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -178,16 +185,8 @@ def column_bit_counts(columns, chunk_bits, out):
     ``c``'s chunks) with bit ``b`` set: the :func:`set_bit_counts` of those rows, counted from
     their columns."""
     for c in range(columns.shape[0]):
-        first = c * chunk_bits
         for i in range(columns.shape[1]):
-            x = np.uint64(columns[c, i])
-            if _popcount(x) * 4 > chunk_bits:  # dense: a branch-free pass vectorizes
-                for b in range(chunk_bits):
-                    out[first + b] += np.int64((x >> np.uint64(b)) & _U1)
-                continue
-            while x:
-                out[first + _lowest_bit(x)] += 1
-                x &= x - _U1
+            _count_set_bits(out, c * chunk_bits, np.uint64(columns[c, i]), chunk_bits)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -760,14 +759,7 @@ def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_m
     for i in range(vals.shape[0]):
         leaf = leaf_of[i]
         sizes[leaf] += 1
-        x = vals[i]
-        if _popcount(x) * 4 > w:  # dense: a branch-free pass over every bit vectorizes
-            for b in range(w):
-                counts[leaf, b] += np.int64((x >> np.uint64(b)) & _U1)
-        else:
-            while x:
-                counts[leaf, _lowest_bit(x)] += 1
-                x &= x - _U1
+        _count_set_bits(counts[leaf], 0, vals[i], w)
     nt = taus.shape[0]
     for leaf in range(leaves):
         n = sizes[leaf]

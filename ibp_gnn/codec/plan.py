@@ -107,7 +107,7 @@ def reused_padding():
     of 8 would otherwise be copied on every pass. At most :data:`DEFAULT_BLOCK_BYTES` of
     copies are kept, each with the array it came from (so that memory cannot be reused for
     another array meanwhile)."""
-    token = _PADDED.set({"bytes": 0})
+    token = _PADDED.set({})
     try:
         yield
     finally:
@@ -129,9 +129,9 @@ def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
         return cache[key][1]
     out = np.zeros((n, width), np.uint8)
     out[:, :rb] = byte_rows
-    if cache is not None and cache["bytes"] + out.nbytes <= DEFAULT_BLOCK_BYTES:
+    if (cache is not None and sum(kept.nbytes for _, kept in cache.values()) + out.nbytes
+            <= DEFAULT_BLOCK_BYTES):
         cache[key] = (byte_rows, out)
-        cache["bytes"] += out.nbytes
     return out
 
 
