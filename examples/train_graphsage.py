@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import hashlib
 import json
@@ -54,6 +55,7 @@ DEFAULTS = {
     "eval_batch_size": 4096,
     "max_materialize_gb": 16.0,
     "interleave": False,
+    "min_ratio": None,
     "device": "auto",
     "out": None,
     "plot": None,
@@ -112,6 +114,9 @@ def build_config(argv=None) -> dict:
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
                         help="build all stores at once and alternate their epochs (fairer "
                         "timings on a shared machine; needs memory for every store)")
+    parser.add_argument("--min-ratio", type=float,
+                        help="ibp store: keep features raw when they compress less than this "
+                        "(default: the store's, 1.25)")
     parser.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:i]")
     parser.add_argument("--out", type=Path, help="write every number to this JSON file")
     parser.add_argument("--plot", help="PNG of epoch times per store (default: next to --out; "
@@ -295,7 +300,8 @@ def feature_memory(fs, raw_bytes: int) -> dict:
     return {"host_bytes": int(x.get("host_bytes", 0)),
             "device_bytes": int(x.get("device_bytes", 0)),
             "ratio": float(x.get("ratio", raw_bytes / held if held else 1.0)),
-            "kind": x.get("kind", "unknown")}
+            "kind": x.get("kind", "unknown"),
+            "raw_reason": x.get("raw_reason")}
 
 
 class StoreRun:
@@ -314,7 +320,10 @@ class StoreRun:
                 f"it exceeds max_materialize_gb={config['max_materialize_gb']}")
         t0 = time.perf_counter()
         try:
-            self.fs, self.gs = ibp_gnn.from_data(data, store=store, device=device)
+            store_kwargs = ({"min_ratio": float(config["min_ratio"])}
+                            if store == "ibp" and config["min_ratio"] is not None else {})
+            self.fs, self.gs = ibp_gnn.from_data(data, store=store, device=device,
+                                                 **store_kwargs)
             if tiled:
                 self.fs.put_tensor(tiled_compressed(dataset.features, device), group_name=None,
                                    attr_name="x", index=None)
@@ -326,7 +335,8 @@ class StoreRun:
         print(f"[{store}] store built in {self.build_s:.2f} s: features held as {m['kind']}, "
               f"{m['host_bytes'] / 2**20:,.1f} MiB host + {m['device_bytes'] / 2**20:,.1f} MiB "
               f"GPU memory (raw {dataset.feature_bytes / 2**20:,.1f} MiB, "
-              f"ratio {m['ratio']:.2f}x)")
+              f"ratio {m['ratio']:.2f}x)" + (f"; kept raw: {m['raw_reason']}" if m["raw_reason"]
+                                             and store == "ibp" else ""))
 
         torch.manual_seed(int(config["seed"]))  # identical initial weights for every store
         self.model = GraphSAGE(dataset.num_features, int(config["hidden_channels"]),
@@ -565,6 +575,7 @@ def main(argv=None) -> int:
             "command": " ".join(shlex.quote(a) for a in [sys.executable, sys.argv[0] if argv is
                                                            None else str(Path(__file__))]
                                 + list(sys.argv[1:] if argv is None else argv)),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "config": config,
             "device": device_name(device),
             "device_type": device.type,

@@ -225,7 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None,
                     help="datasets folder (default: $IBP_GNN_DATA, else ../shared/datasets)")
     ap.add_argument("--datasets", default="normalized/*.npz,derived/*.npz",
-                    help="comma-separated globs under --data")
+                    help="comma-separated globs under --data, measured in this order (a "
+                         "file matched twice is measured once)")
     ap.add_argument("--tile-bytes", type=float, default=2e9,
                     help="tile each dataset's rows up to about this many raw bytes")
     ap.add_argument("--batch-bytes", type=float, default=64e6,
@@ -250,16 +251,23 @@ def main(argv=None) -> int:
            "host": platform.node(), "torch": torch.__version__,
            "cupy": gpu._cupy().__version__, "cuda_runtime": torch.version.cuda,
            "args": vars(args)}
+    out = None
+    if args.out:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower()
+        out = Path(args.out.format(card=slug, date=now.strftime("%Y%m%d")))
+        out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res["link"] = link_roof(int(args.link_bytes), args.repeats)
     print(f"link: h2d {res['link']['h2d_GBps']:.1f} GB/s", flush=True)
     sizes = [int(s) for s in args.row_sizes.split(",") if s]
     res["raw_rows"] = raw_rows(sizes, int(args.pool_bytes), int(args.batch_bytes), args.repeats)
     print("raw rows done", flush=True)
+    if out:    # written again after every dataset: a run stopped at a time limit keeps its numbers
+        out.write_text(json.dumps(res, indent=1))
     data = Path(args.data) if args.data else data_root()
     paths = []
     for g in args.datasets.split(","):
-        paths += sorted(data.glob(g.strip()))
+        paths += [f for f in sorted(data.glob(g.strip())) if f not in paths]
     res["datasets"] = []
     for p in paths:
         if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
@@ -272,13 +280,13 @@ def main(argv=None) -> int:
         except Exception as e:  # keep the other datasets' numbers
             rec = {"dataset": f"{p.parent.name}/{p.stem}", "error": f"{type(e).__name__}: {e}"}
         res["datasets"].append(rec)
+        res["seconds"] = time.perf_counter() - t0
+        if out:
+            out.write_text(json.dumps(res, indent=1))
         print(f"{rec['dataset']}: done", flush=True)
         gc.collect()
     res["seconds"] = time.perf_counter() - t0
-    if args.out:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower()
-        out = Path(args.out.format(card=slug, date=now.strftime("%Y%m%d")))
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out:
         out.write_text(json.dumps(res, indent=1))
         print(f"wrote {out}")
     print(_table(res))

@@ -32,7 +32,10 @@ def check(data, store: str, fanout, batch_size: int, num_workers: int, device: s
     in_degree = np.bincount(ei[1], minlength=n)
     train = data.train_mask.nonzero().view(-1) if data.get("train_mask") is not None else (
         torch.arange(n))
-    fs, gs = ibp_gnn.from_data(data, store=store, device=device)
+    # min_ratio=1.0: compress even the features the store would keep raw by default, so
+    # that the decoder is what gets checked
+    kwargs = {"min_ratio": 1.0} if store == "ibp" else {}
+    fs, gs = ibp_gnn.from_data(data, store=store, device=device, **kwargs)
     loader = ibp_gnn.NeighborLoader((fs, gs), num_neighbors=list(fanout), input_nodes=train,
                                     batch_size=batch_size, shuffle=True,
                                     num_workers=num_workers, seed=0)

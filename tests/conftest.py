@@ -1,4 +1,7 @@
 
+import os
+import sys
+
 import pytest
 import torch
 
@@ -9,6 +12,14 @@ SHARED_DATASETS = data_root()
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_runtest_logreport(report):
+    """With $IBP_GNN_TEST_TIMES set, one line per test as it finishes (seconds, outcome): a
+    run stopped at a time limit still shows where its time went."""
+    if report.when == "call" and os.environ.get("IBP_GNN_TEST_TIMES"):
+        sys.__stdout__.write(f"\n{report.duration:8.2f} s {report.outcome:7s} {report.nodeid}")
+        sys.__stdout__.flush()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -316,3 +316,27 @@ def test_ibp_store_takes_a_compressed_matrix():
         fs.put_tensor(torch.zeros(7), group_name=None, attr_name='y', index=None)
     with pytest.raises(TypeError, match="holds raw tensors"):
         CPUFeatureStore().put_tensor(tiled, group_name=None, attr_name='x', index=None)
+
+
+def test_too_little_gain_is_held_raw_for_tensors_and_compressed_matrices():
+    """Dense floats compress ~1.1x: below ``min_ratio`` (default 1.25) they are served raw,
+    whether put as a tensor or already compressed; ``min_ratio=1.0`` keeps them compressed."""
+    from ibp_gnn.codec import compress
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 64, generator=g)
+    cm = compress(x)
+    assert 1.0 < cm.ratio < 1.25
+    idx = torch.tensor([5, 399, 0, 5])
+    for value in (x, cm):
+        fs = IBPFeatureStore(min_bytes=0)
+        fs.put_tensor(value, group_name=None, attr_name='x', index=None)
+        attr = fs.summary()['attrs']["'x'"]
+        assert attr['kind'] == 'raw' and attr['ratio_if_compressed'] == pytest.approx(cm.ratio)
+        assert fs.attr_ratio('x') == 1.0
+        got = fs.get_tensor(group_name=None, attr_name='x', index=idx)
+        assert torch.equal(got.view(torch.int32), x[idx].view(torch.int32))
+        kept = IBPFeatureStore(min_bytes=0, min_ratio=1.0)
+        kept.put_tensor(value, group_name=None, attr_name='x', index=None)
+        assert kept.summary()['attrs']["'x'"]['kind'] == 'ibp'
+        got = kept.get_tensor(group_name=None, attr_name='x', index=idx)
+        assert torch.equal(got.view(torch.int32), x[idx].view(torch.int32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
+from .dtypes import read_only
 
 _UNITS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
 
@@ -21,8 +22,8 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
         run_start, run_len, run_count = cm.pattern_runs
         pat_mask, pat_bitval, pat_free, sel, alt_start = cm.patterns()
         kinds, segment_free, bitval_row = cm.decode_tables
-        _kernels.decode_rows(cm.payload, starts, ends, cm.num_chunks, cm.chunk_bits, kinds,
-                             sel, alt_start, pat_bitval, pat_free, run_start, run_len,
-                             run_count, cm.list_header, cm.num_groups, segment_free,
-                             bitval_row.view(out.dtype), out)
+        _kernels.decode_rows(read_only(cm.payload), starts, ends, cm.num_chunks,
+                             cm.chunk_bits, kinds, sel, alt_start, pat_bitval, pat_free,
+                             run_start, run_len, run_count, cm.list_header, cm.num_groups,
+                             segment_free, bitval_row.view(out.dtype), out)
     return out.view(np.uint8)

@@ -57,6 +57,16 @@ def itemsize(name: str) -> int:
     return _TYPES[name][1].itemsize
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when read-only, else a read-only view. The kernels see one array type
+    (numba compiles a writable and a read-only argument separately, tens of seconds each)."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def as_byte_rows(x) -> tuple[np.ndarray, str, tuple[int, ...]]:
     """View ``x`` (``[N, *rest]``) as a read-only C-contiguous uint8 matrix ``[N, row_bytes]``.
 
@@ -86,10 +96,7 @@ def as_byte_rows(x) -> tuple[np.ndarray, str, tuple[int, ...]]:
     rows = shape[0]
     row_shape = tuple(int(s) for s in shape[1:])
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * itemsize(name)
-    byte_rows = arr.reshape(rows, row_bytes)
-    byte_rows = byte_rows.view()
-    byte_rows.flags.writeable = False
-    return byte_rows, name, row_shape
+    return read_only(arr.reshape(rows, row_bytes)), name, row_shape
 
 
 def tensor_bytes(t: torch.Tensor) -> torch.Tensor:

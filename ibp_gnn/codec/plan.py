@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _kernels
 from .container import WORD_DTYPES
+from .dtypes import read_only
 
 #: Invariance thresholds tried first: a bit joins the mask when at least this fraction of rows
 #: agree on its value. 1.0 keeps only truly invariant bits; 0.5 makes every bit "invariant".
@@ -122,13 +123,14 @@ def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
     n, rb = byte_rows.shape
     width = -(-rb // pad_to) * pad_to
     if width == rb and byte_rows.flags.c_contiguous and byte_rows.ctypes.data % 8 == 0:
-        return byte_rows
+        return read_only(byte_rows)
     cache = _PADDED.get()
     key = (byte_rows.ctypes.data, byte_rows.shape, byte_rows.strides, pad_to)
     if cache is not None and key in cache:
         return cache[key][1]
     out = np.zeros((n, width), np.uint8)
     out[:, :rb] = byte_rows
+    out.flags.writeable = False
     if (cache is not None and sum(kept.nbytes for _, kept in cache.values()) + out.nbytes
             <= DEFAULT_BLOCK_BYTES):
         cache[key] = (byte_rows, out)

@@ -16,9 +16,41 @@ from .convert import from_data, graph_store_from_data
 from .loader import NeighborLoader
 from .sampler import NeighborSampler
 
+
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def _time_sampler(data: Data, device: torch.device, input_nodes: torch.Tensor,
+                  num_neighbors: Sequence[int], batch_size: int, epochs: int, warmup: int,
+                  seed: int) -> dict:
+    """Sampled edges per second of :class:`NeighborSampler` over a graph store on ``device``,
+    drawing the batches a shuffled loader would draw."""
+    sampler = NeighborSampler(graph_store_from_data(data, device=device), num_neighbors,
+                              seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    times, edges = [], []
+    for epoch in range(warmup + epochs):
+        perm = torch.randperm(input_nodes.numel(), generator=gen)
+        sampler.epoch = epoch
+        n_edges = 0
+        _sync(device)
+        t0 = time.perf_counter()
+        for start in range(0, perm.numel(), batch_size):
+            pos = perm[start:start + batch_size]
+            out = sampler.sample_from_nodes(NodeSamplerInput(pos, input_nodes[pos]))
+            n_edges += out.row.numel()
+        _sync(device)
+        if epoch >= warmup:
+            times.append(time.perf_counter() - t0)
+            edges.append(n_edges)
+    return {
+        'device': str(device), 'epoch_seconds': times,
+        'epoch_seconds_median': statistics.median(times),
+        'edges_per_epoch_median': statistics.median(edges),
+        'edges_per_second': statistics.median(e / t for e, t in zip(edges, times)),
+    }
 
 
 def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
@@ -35,7 +67,8 @@ def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
     epochs; the ``cpu`` store is always measured in the same run and ratios are against it.
     With ``check``, the first batch of each store is compared bit-exact with the source.
 
-    Returns a dict: run settings, ``sampler`` (``edges_per_second``, ...), and ``stores``:
+    Returns a dict: run settings, ``sampler`` (``edges_per_second``, ...; the CPU graph
+    store), ``sampler_cuda`` (the same on the device, for a CUDA ``device``), and ``stores``:
     per store ``epoch_seconds`` (list), ``epoch_seconds_median``, ``time_vs_cpu`` (ratio of
     medians), ``host_bytes``, ``host_bytes_vs_cpu``, ``compression_ratio`` and
     ``build_seconds``.
@@ -61,29 +94,12 @@ def bench_loader(dataset: Union[str, os.PathLike, Data] = 'amazon_computers',
         'epochs': epochs, 'warmup': warmup, 'torch_threads': torch.get_num_threads(),
     }
 
-    # Sampler alone, the same batches a shuffled loader would draw.
-    graph_store = graph_store_from_data(data)
-    sampler = NeighborSampler(graph_store, num_neighbors, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    times, edges = [], []
-    for epoch in range(warmup + epochs):
-        perm = torch.randperm(input_nodes.numel(), generator=gen)
-        sampler.epoch = epoch
-        n_edges = 0
-        t0 = time.perf_counter()
-        for start in range(0, perm.numel(), batch_size):
-            pos = perm[start:start + batch_size]
-            out = sampler.sample_from_nodes(NodeSamplerInput(pos, input_nodes[pos]))
-            n_edges += out.row.numel()
-        if epoch >= warmup:
-            times.append(time.perf_counter() - t0)
-            edges.append(n_edges)
-    med = statistics.median(times)
-    result['sampler'] = {
-        'epoch_seconds': times, 'epoch_seconds_median': med,
-        'edges_per_epoch_median': statistics.median(edges),
-        'edges_per_second': statistics.median(e / t for e, t in zip(edges, times)),
-    }
+    # Sampler alone, on the CPU and, for a CUDA loader, on the device's graph store too.
+    result['sampler'] = _time_sampler(data, torch.device('cpu'), input_nodes, num_neighbors,
+                                      batch_size, epochs, warmup, seed)
+    if device.type == 'cuda':
+        result['sampler_cuda'] = _time_sampler(data, device, input_nodes, num_neighbors,
+                                               batch_size, epochs, warmup, seed)
 
     per_store = {}
     for store in stores:
@@ -133,12 +149,15 @@ def format_bench(result: dict) -> str:
         f"x {result['feature_shape']} {result['feature_dtype']}; {result['input_nodes']} seeds, "
         f"batch {result['batch_size']}, fan-out {result['num_neighbors']}, "
         f"workers {result['num_workers']}, device {result['device']}",
-        f"sampler: {result['sampler']['edges_per_second'] / 1e6:.2f} M edges/s "
-        f"({result['sampler']['epoch_seconds_median']:.3f} s/epoch, "
-        f"{result['sampler']['edges_per_epoch_median']} edges)",
         f"{'store':6s} {'s/epoch':>9s} {'time/cpu':>8s} {'host MiB':>9s} {'mem/cpu':>7s} "
         f"{'ratio':>6s}",
     ]
+    for key in ('sampler', 'sampler_cuda'):
+        if key in result:
+            r = result[key]
+            lines.insert(-1, f"sampler ({r['device']}): {r['edges_per_second'] / 1e6:.2f} M "
+                             f"edges/s ({r['epoch_seconds_median']:.3f} s/epoch, "
+                             f"{r['edges_per_epoch_median']} edges)")
     for store, r in result['stores'].items():
         lines.append(f"{store:6s} {r['epoch_seconds_median']:9.3f} {r['time_vs_cpu']:8.2f} "
                      f"{r['host_bytes'] / 2**20:9.1f} {r['host_bytes_vs_cpu']:7.3f} "

@@ -162,11 +162,11 @@ class NodeFeatureStore(FeatureStore):
 
     def _put_compressed(self, cm: CompressedMatrix, key: Key) -> bool:
         """Hold an already compressed matrix (e.g. from :func:`ibp_gnn.codec.tile_rows`)."""
-        if not hasattr(self, '_hold_compressed'):
+        if not hasattr(self, '_hold_precompressed'):
             raise TypeError(f"{type(self).__name__} holds raw tensors; put a tensor, or put "
                             f"the compressed matrix into an IBPFeatureStore")
         self._check_rows(key, cm.num_rows)
-        self._held[key] = self._hold_compressed(cm)
+        self._held[key] = self._hold_precompressed(cm)
         return True
 
     def _check_rows(self, key: Key, num_rows: int) -> None:
@@ -443,13 +443,17 @@ class IBPFeatureStore(NodeFeatureStore):
     Args:
         device: where fetched tensors are returned.
         min_ratio: keep an attribute raw when ``raw_bytes / host_bytes`` compressed is below
-            this.
+            this. Near 1 the decoding costs more than the bytes it saves: on an H100 over PCIe
+            gen5, dense PCA features compressed 1.16x gathered at 0.91x the raw zero-copy
+            rate, pygod_reddit's 1.49x at 1.9x (``bench/results/gpu-*.json``), and the CPU
+            decoder is slower than a plain row copy on such rows. Pass ``min_ratio=1.0`` to
+            keep every saving of host memory instead.
         min_bytes: keep attributes smaller than this raw.
         location: ``'pinned'`` or ``'device'``, where the compressed payload lives on CUDA.
         **compress_kwargs: passed to :func:`ibp_gnn.codec.compress`.
     """
 
-    def __init__(self, device: Union[str, torch.device] = 'cpu', *, min_ratio: float = 1.05,
+    def __init__(self, device: Union[str, torch.device] = 'cpu', *, min_ratio: float = 1.25,
                  min_bytes: int = 1 << 16, location: str = 'pinned', **compress_kwargs):
         super().__init__(device)
         if location not in ('pinned', 'device'):
@@ -500,6 +504,14 @@ class IBPFeatureStore(NodeFeatureStore):
                 why_raw = f'ratio {cm.ratio:.3f} < {self.min_ratio}'
         if why_raw is not None:
             return self._hold_raw(tensor, why_raw, cm)
+        return self._hold_compressed(cm)
+
+    def _hold_precompressed(self, cm) -> HeldTensor:
+        # the same rule as for a tensor put here: a matrix that gains too little is decoded
+        # once and held raw
+        if cm.ratio < self.min_ratio and cm.num_rows:
+            raw = cm.decode(np.arange(cm.num_rows, dtype=np.int64))
+            return self._hold_raw(raw, f'ratio {cm.ratio:.3f} < {self.min_ratio}', cm)
         return self._hold_compressed(cm)
 
     def _hold_compressed(self, cm) -> HeldTensor:
