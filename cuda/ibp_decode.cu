@@ -45,20 +45,33 @@ __device__ __forceinline__ Word read_bits(const Word* stream, u64 off, int n) {
 }
 
 // Bit `lane` set when chunk j0 + lane is listed in a list header: a round's entries are the
-// next ones of the ascending list, at most 32. Advances *done past them.
+// next ones of the ascending list, at most 32. Advances *done past them and sets *next to the
+// position of the entry that follows them (`none` when there is none; skipped when next is
+// null), mostly from what the lanes already read.
 template <typename Word>
 __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long long listed,
                                                     long long* done, long long j0, u64 entries_at,
-                                                    int pos_bits, int lane) {
+                                                    int pos_bits, int lane, long long* next,
+                                                    long long none) {
   const long long e = *done + lane;
   unsigned bit = 0;
+  long long pos = none;
   if (e < listed) {
-    const long long pos = (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits,
-                                                     pos_bits);
+    pos = (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits, pos_bits);
     if (pos >= j0 && pos < j0 + 32) bit = 1u << (int)(pos - j0);
   }
   const unsigned in_round = __ballot_sync(IBP_FULL_MASK, bit != 0);
-  *done += __popc(in_round);
+  const int taken = __popc(in_round);
+  *done += taken;
+  if (next != nullptr) {  // warp-uniform
+    // lane `taken` read the following entry, unless the round took all 32 lanes' entries
+    pos = __shfl_sync(IBP_FULL_MASK, pos, taken & 31);
+    if (taken == 32)
+      pos = *done < listed ? (long long)read_bits<Word>(
+                                 stream, entries_at + (u64)*done * pos_bits, pos_bits)
+                           : none;
+    *next = pos;
+  }
 #pragma unroll
   for (int d = 16; d > 0; d >>= 1) bit |= __shfl_xor_sync(IBP_FULL_MASK, bit, d);
   return bit;
@@ -69,8 +82,15 @@ __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long lon
 // starts with the row's group id (group_bits bits, none for one group), which selects the
 // column patterns; per round of 32 chunks it then holds the selectors of the round's non-base
 // chunks, then the free bits of its chunks.
+//
+// base_prefix / round_bits (optional, null to go without): per row group, each chunk's offset
+// among its round's free bits when every chunk of the round matches its base pattern, and the
+// round's total. Such rounds, nearly all of them in sparse rows, then need no warp scans and,
+// with a list header, no reading of list entries.
 template <typename Word>
 __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& all,
+                                                   const u16* __restrict__ base_prefix,
+                                                   const u16* __restrict__ round_bits,
                                                    long long C, long long H, int num_groups,
                                                    int group_bits, int list_header,
                                                    int count_bits, int pos_bits,
@@ -81,24 +101,47 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   long long group = (long long)read_bits<Word>(stream, 0, group_bits);
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
+  const bool fixed_rounds = base_prefix != nullptr;
+  const u16* prefix = fixed_rounds ? base_prefix + group * C : nullptr;
+  const u16* rbits = fixed_rounds ? round_bits + group * ((C + 31) / 32) : nullptr;
   u64 bitpos = group_bits;  // 64-bit: a row of 2^27 64-bit chunks has more bits than an int
   long long listed = 0, done = 0;
+  const u64 entries_at = (u64)(group_bits + count_bits);
+  long long next_listed = C;  // position of list entry `done` (C: none left); warp-uniform
   if (list_header) {
     listed = (long long)read_bits<Word>(stream, bitpos, count_bits);
     bitpos += (u64)count_bits + (u64)listed * pos_bits;
+    if (listed > 0) next_listed = (long long)read_bits<Word>(stream, entries_at, pos_bits);
   }
   for (long long j0 = 0; j0 < C; j0 += 32) {
     const long long j = j0 + lane;
     const bool active = j < C;
-    int nonbase;
+    unsigned nonbase_round;  // bit k: chunk j0 + k is not stored in its base pattern
     if (list_header) {
-      nonbase = (int)((listed_in_round<Word>(stream, listed, &done, j0,
-                                             (u64)(group_bits + count_bits), pos_bits, lane)
-                       >> lane) & 1u);
+      if (fixed_rounds && next_listed >= j0 + 32) {
+        nonbase_round = 0u;
+      } else {
+        nonbase_round = listed_in_round<Word>(stream, listed, &done, j0, entries_at, pos_bits,
+                                              lane, fixed_rounds ? &next_listed : nullptr, C);
+      }
     } else {
       // All lanes read the same one or two words: broadcast transactions.
-      nonbase = active && !((header_round<Word>(src, j0, C) >> lane) & 1u);
+      const long long left = C - j0;
+      const unsigned in_row = left >= 32 ? IBP_FULL_MASK : (1u << (int)left) - 1u;
+      nonbase_round = ~header_round<Word>(src, j0, C) & in_row;
     }
+    if (fixed_rounds && nonbase_round == 0u) {
+      if (active) {
+        const Word m = pat.mask[j];
+        const int nbits = W - WordOps<Word>::popc(m);
+        const Word v = read_bits<Word>(stream, bitpos + (u64)__ldg(prefix + j), nbits);
+        store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, pat.bitval[j]), row_bytes,
+                          unit);
+      }
+      bitpos += (u64)__ldg(rbits + j0 / 32);
+      continue;
+    }
+    const int nonbase = (int)((nonbase_round >> lane) & 1u);
     const int s = nonbase ? (int)__ldg(pat.sel + j) : 0;
     const int sel_incl = warp_inclusive_scan(s, lane);
     const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, 31);
@@ -133,7 +176,8 @@ __device__ __forceinline__ void ibp_gather_decode(
     const u64* __restrict__ block_base, int offset_shift, const Word* __restrict__ mask_g,
     const Word* __restrict__ bitval_g, const u8* __restrict__ sel,
     const unsigned* __restrict__ alt_base, const Word* __restrict__ alt_mask,
-    const Word* __restrict__ alt_bitval, int list_header, int num_groups, long long num_rows,
+    const Word* __restrict__ alt_bitval, const u16* __restrict__ base_prefix,
+    const u16* __restrict__ round_bits, int list_header, int num_groups, long long num_rows,
     long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
     u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
@@ -197,13 +241,15 @@ __device__ __forceinline__ void ibp_gather_decode(
       // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, C, H, num_groups, group_bits, list_header,
-                               count_bits, pos_bits, dst, row_bytes, unit, lane);
+      decode_encoded_row<Word>(buf, pat, base_prefix, round_bits, C, H, num_groups,
+                               group_bits, list_header, count_bits, pos_bits, dst, row_bytes,
+                               unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, C, H, num_groups, group_bits, list_header,
-                               count_bits, pos_bits, dst, row_bytes, unit, lane);
+      decode_encoded_row<Word>(src, pat, base_prefix, round_bits, C, H, num_groups,
+                               group_bits, list_header, count_bits, pos_bits, dst, row_bytes,
+                               unit, lane);
     }
   }
 }
@@ -212,14 +258,15 @@ __device__ __forceinline__ void ibp_gather_decode(
   extern "C" __global__ void __launch_bounds__(IBP_DECODE_THREADS) NAME(                       \
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
-      const WORD* alt_mask, const WORD* alt_bitval, int list_header, int num_groups,         \
-      long long num_rows, long long C, const INDEX* index, const long long* out_pos,           \
-      long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
-      long long cap_words) {                                                                   \
+      const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix,                  \
+      const u16* round_bits, int list_header, int num_groups, long long num_rows,              \
+      long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,         \
+      long long row_bytes, int unit, int stage_masks, long long cap_words) {                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
-                                        list_header, num_groups, num_rows, C, index, out_pos,  \
-                                        B, out, row_bytes, unit, stage_masks, cap_words);      \
+                                        base_prefix, round_bits, list_header, num_groups,      \
+                                        num_rows, C, index, out_pos, B, out, row_bytes, unit,  \
+                                        stage_masks, cap_words);                               \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

@@ -472,6 +472,23 @@ def column_alternatives(cm: CompressedMatrix):
             np.ascontiguousarray(cm.alt_bitvals.astype(wd)))
 
 
+def base_round_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """The decode kernel's tables for rounds whose 32 chunks all match their base patterns:
+    per row group and chunk, the chunk's offset among the round's free bits (uint16 ``[G * C]``)
+    and per row group and round, the round's free bits (uint16 ``[G * ceil(C / 32)]``)."""
+    g, c = int(cm.num_groups), int(cm.num_chunks)
+    rounds = -(-c // 32)
+    ws = cm.chunk_bits // 8
+    masks = np.ascontiguousarray(np.asarray(cm.mask).astype(WORD_DTYPES[cm.chunk_bits]))
+    ones = np.unpackbits(masks.view(np.uint8).reshape(-1, ws), axis=1).sum(axis=1)
+    free = np.zeros((g, rounds * 32), np.int64)
+    free[:, :c] = cm.chunk_bits - ones.reshape(g, c)
+    free = free.reshape(g, rounds, 32)
+    prefix = (np.cumsum(free, axis=2) - free).reshape(g, rounds * 32)[:, :c]
+    return (np.ascontiguousarray(prefix, np.uint16).reshape(-1),
+            np.ascontiguousarray(free.sum(axis=2), np.uint16).reshape(-1))
+
+
 class DeviceCompressedMatrix:
     """A :class:`CompressedMatrix` served to one GPU: ``gather(index)`` returns decoded rows.
 
@@ -480,12 +497,16 @@ class DeviceCompressedMatrix:
     is copied once into pinned memory; ``compress(x, allocator=gpu.pinned_allocator)`` avoids
     that copy. ``location="device"``: the payload is copied to device memory once.
     Offsets, mask and bitval always live in device memory.
+
+    ``fixed_rounds`` (default True): rounds of 32 chunks that all match their base patterns
+    are decoded from precomputed bit offsets, without warp scans; False decodes every round
+    the general way (same output).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
-                 mask_smem_limit: int = MASK_SMEM_LIMIT):
+                 mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
@@ -527,6 +548,9 @@ class DeviceCompressedMatrix:
             _small_to_device(a, self.device) for a in column_alternatives(cm))
         self._list_header = int(cm.list_header)
         self._num_groups = int(cm.num_groups)
+        self.fixed_rounds = bool(fixed_rounds)
+        self._base_prefix, self._round_bits = (
+            _small_to_device(a, self.device) for a in base_round_tables(cm))
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -568,7 +592,9 @@ class DeviceCompressedMatrix:
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
-                _ptr(self._alt_bitval), _i32(self._list_header), _i32(self._num_groups),
+                _ptr(self._alt_bitval), _ptr(self._base_prefix if self.fixed_rounds else None),
+                _ptr(self._round_bits if self.fixed_rounds else None),
+                _i32(self._list_header), _i32(self._num_groups),
                 _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
                 _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
                 _i64(self._cap_words))

@@ -82,7 +82,8 @@ if has bench; then
     first="normalized/coauthor_cs.npz,normalized/citeseer.npz,derived/*.npz"
     first+=",normalized/amazon_computers.npz,normalized/pygod_reddit.npz,normalized/tolokers.npz"
     timeout 100 $PY -m ibp_gnn.bench_gpu --out "$bench_json" --datasets "$first,normalized/*.npz" \
-        --tile-bytes 1e9 --pool-bytes 1e9 --link-bytes 1073741824 --repeats 7 --max-seconds 75 \
+        --tile-bytes 1e9 --pool-bytes 1e9 --link-bytes 1073741824 --min-batch-rows 16384 \
+        --repeats 7 --max-seconds 75 \
         || status=1
     collect
 fi

@@ -97,12 +97,14 @@ WRAPPERS = {
 #define EMU_DECODE(NAME, WORD, INDEX, OFF) extern "C" void emu_##NAME(int grid, int block,     \
   const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
   const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,               \
-  const WORD* alt_mask, const WORD* alt_bitval, int list_header, int num_groups,                \
-  long long num_rows, long long C, const INDEX* index, const long long* out_pos, long long B,   \
-  u8* out, long long row_bytes, int unit, int stage_masks, long long cap_words) {               \
+  const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix, const u16* round_bits, \
+  int list_header, int num_groups, long long num_rows, long long C, const INDEX* index,         \
+  const long long* out_pos, long long B, u8* out, long long row_bytes, int unit,                \
+  int stage_masks, long long cap_words) {                                                       \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
-             sel, alt_base, alt_mask, alt_bitval, list_header, num_groups, num_rows, C, index, \
-             out_pos, B, out, row_bytes, unit, stage_masks, cap_words); }
+             sel, alt_base, alt_mask, alt_bitval, base_prefix, round_bits, list_header,        \
+             num_groups, num_rows, C, index, out_pos, B, out, row_bytes, unit, stage_masks,    \
+             cap_words); }
 """ + "".join(  # every kernel ibp_decode.cu instantiates
         f"EMU_DECODE(ibp_decode_w{w}_i{i}_o{o}, {word}, {index}, {off})\n"
         for w, word in ((16, "u16"), (32, "u32"), (64, "u64"))
@@ -167,7 +169,8 @@ L = ctypes.c_longlong
 I = ctypes.c_int
 
 
-def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True):
+def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
+               fixed_rounds=True):
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -185,8 +188,10 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     payload, lo, base, mask, bitval = (np.ascontiguousarray(a) for a in (
         cm.payload, offset_lo, block_base, cm.mask, cm.bitval))
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
+    prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
-       _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), I(int(cm.list_header)),
+       _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(prefix),
+       _p(round_bits), I(int(cm.list_header)),
        I(cm.num_groups), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
        L(max(32, cap_bytes // ws)))
@@ -230,12 +235,16 @@ def _matrices():
                             rng.standard_normal((150, 40)).astype(np.float32).round(1),
                             3 + (rng.random((150, 40)) < 0.1).astype(np.float32)])
     yield "clustered", mixed[rng.permutation(len(mixed))]
+    # list headers whose dense rows list all 32 chunks of a round
+    listed = (rng.random((160, 100)) < 0.04).astype(np.float32)
+    listed[::16, :70] = rng.standard_normal((10, 70)).astype(np.float32)
+    yield "list_full_rounds", listed
 
 
 MATRICES = dict(_matrices())
-# a quick subset by default (raw and encoded rows, both offset widths, long rows); all with
-# --runslow
-QUICK = {"f32_sparse", "f16_odd", "wide_random", "clustered"}
+# a quick subset by default (raw and encoded rows, both offset widths, long rows, list rounds
+# of 32 entries); all with --runslow
+QUICK = {"f32_sparse", "f16_odd", "wide_random", "clustered", "list_full_rounds"}
 CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
          for name in MATRICES]
 
@@ -256,6 +265,10 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
     # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+    # every round decoded the general way (no precomputed offsets of all-base rounds)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, fixed_rounds=False), exp)
+    np.testing.assert_array_equal(
+        emu_decode(lib, cm, idx, stage=False, cap_bytes=0, fixed_rounds=False), exp)
 
 
 def test_emulated_cases_cover_the_format():
@@ -406,3 +419,23 @@ def test_emulated_decode_any_plan(libs, seed):
     lib = libs["ibp_decode.cu"]
     np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+
+
+def test_base_round_tables_are_the_offsets_of_all_base_rounds():
+    """Per row group: each chunk's free-bit offset within its round of 32 when every chunk of
+    the round is stored in its base pattern, and each round's total (the last round short)."""
+    cm = compress(MATRICES["clustered"], chunk_bits=16)
+    assert cm.num_groups > 1
+    prefix, round_bits = gpu.base_round_tables(cm)
+    g, c = cm.num_groups, cm.num_chunks
+    masks = np.asarray(cm.mask).reshape(g, c).astype(np.uint64)
+    free = [[16 - bin(int(m)).count("1") for m in row] for row in masks]
+    rounds = -(-c // 32)
+    for k in range(g):
+        for r in range(rounds):
+            run = 0
+            for j in range(32 * r, min(32 * r + 32, c)):
+                assert prefix[k * c + j] == run
+                run += free[k][j]
+            assert round_bits[k * rounds + r] == run
+    assert round_bits.max() > 0
