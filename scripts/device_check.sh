@@ -88,11 +88,15 @@ if has bench; then
     collect
 fi
 
+train() {    # train LIMIT_S CONFIG OUT_JSON: the example over every store, plot beside the JSON
+    timeout "$1" $PY examples/train_graphsage.py --config "$2" --out "$3" --plot "${3%.json}.png" \
+        || status=1
+    collect
+}
+
 if has train; then
     stage "scaled-up GraphSAGE, bag-of-words"
-    timeout 170 $PY examples/train_graphsage.py --config configs/gpu_scaled.yaml \
-        --out "$train_json" --plot "${train_json%.json}.png" || status=1
-    collect
+    train 170 configs/gpu_scaled.yaml "$train_json"
 fi
 
 if has loader; then
@@ -107,9 +111,7 @@ fi
 
 if has pca; then
     stage "scaled-up GraphSAGE, dense PCA"
-    timeout 50 $PY examples/train_graphsage.py --config configs/gpu_scaled_pca.yaml \
-        --out "$pca_json" --plot "${pca_json%.json}.png" || status=1
-    collect
+    train 50 configs/gpu_scaled_pca.yaml "$pca_json"
 fi
 
 stage "summary"
