@@ -437,8 +437,9 @@ class IBPFeatureStore(NodeFeatureStore):
     and decodes the rows of a mini-batch in one pass; on ``device='cpu'`` the CPU decoder does.
 
     Attributes that would not gain are kept raw: 1-D attributes (labels, masks), those under
-    ``min_bytes``, and those whose compression ratio is below ``min_ratio``. Raw attributes go
-    through pinned memory on CUDA, like :class:`UVAFeatureStore`.
+    ``min_bytes``, and those whose compression ratio is below ``min_ratio`` (a matrix put
+    already compressed is then decoded once). Raw attributes go through pinned memory on CUDA,
+    like :class:`UVAFeatureStore`.
 
     Args:
         device: where fetched tensors are returned.
