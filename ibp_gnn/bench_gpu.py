@@ -91,6 +91,12 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
         for sort in (False, True):
             t = _time_cuda(lambda: raw.gather(idx, sort=sort, check=False), repeats)
             rec[f"{'sorted' if sort else 'unsorted'}_GBps"] = b * rb / t / GB
+        # narrow rows share a warp by default; one row per warp instead, for comparison
+        if rb < 512:
+            raw.lanes_per_row = 32
+            t = _time_cuda(lambda: raw.gather(idx, check=False), repeats)
+            rec["unsorted_warp_per_row_GBps"] = b * rb / t / GB
+            raw.lanes_per_row = None
         out.append(rec)
         del raw, buf
         gc.collect()
@@ -203,9 +209,11 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
 
 def _table(res: dict) -> str:
     lines = [f"card: {res['card']}   link h2d {res['link']['h2d_GBps']:.1f} GB/s",
-             "raw zero-copy gather (GB/s, unsorted/sorted): " + ", ".join(
-                 f"{r['row_bytes']}B {r['unsorted_GBps']:.1f}/{r['sorted_GBps']:.1f}"
-                 for r in res["raw_rows"])]
+             "raw zero-copy gather (GB/s, unsorted/sorted[/unsorted, a warp per row]): "
+             + ", ".join(f"{r['row_bytes']}B {r['unsorted_GBps']:.1f}/{r['sorted_GBps']:.1f}"
+                         + (f"/{r['unsorted_warp_per_row_GBps']:.1f}"
+                            if "unsorted_warp_per_row_GBps" in r else "")
+                         for r in res["raw_rows"])]
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
            f"{'ibp dev':>8s} {'general':>8s} {'raw':>7s} {'raw=sz':>7s} {'torch':>6s} "
            f"{'basic':>6s} {'phys/b':>6s}")

@@ -611,16 +611,22 @@ _VEC_WIDTHS = (16, 8, 4, 2, 1)
 
 class PinnedRawMatrix:
     """Uncompressed rows in pinned host memory, gathered zero-copy by a GPU kernel (warp-group
-    per row, 16-byte loads when rows allow): the uncompressed baseline.
+    per row, 16-byte loads when rows allow): the uncompressed baseline. A row gets the fewest
+    lanes (a power of two) that cover it in one load each, ``lanes_per_row`` to choose.
 
     A CPU tensor that is already pinned is used in place; otherwise it is copied once into
     pinned memory. ``location="device"`` keeps a device copy instead (all features resident
     on the GPU)."""
 
     def __init__(self, x: torch.Tensor, device=None, location: str = "pinned", *,
-                 max_pinned_bytes: Optional[int] = None, threads: int = GATHER_THREADS):
+                 max_pinned_bytes: Optional[int] = None, threads: int = GATHER_THREADS,
+                 lanes_per_row: Optional[int] = None):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
+        if lanes_per_row is not None and lanes_per_row not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"lanes_per_row must be a power of two in [1, 32], "
+                             f"got {lanes_per_row}")
+        self.lanes_per_row = lanes_per_row
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x))
         if x.dim() < 1:
@@ -655,7 +661,7 @@ class PinnedRawMatrix:
             return out
         b = idx.numel()
         row_vecs = self.row_bytes // self._vec
-        group = min(32, 1 << max(0, math.ceil(math.log2(row_vecs))))
+        group = self.lanes_per_row or min(32, 1 << max(0, math.ceil(math.log2(row_vecs))))
         shift = group.bit_length() - 1
         name = f"gather_raw_v{self._vec}_i{32 if idx.dtype == torch.int32 else 64}"
         kernel = _kernel("gather_raw.cu", name, self.device.index)

@@ -192,12 +192,15 @@ def test_side_stream():
 def test_raw_gather(row_bytes, sort):
     rng = np.random.default_rng(row_bytes)
     x = torch.from_numpy(rng.integers(0, 256, (300, row_bytes), dtype=np.uint8))
-    raw = gpu.PinnedRawMatrix(x, DEV)
-    for idx in index_sets(300).values():
-        for idt in (torch.int32, torch.int64):
-            got = raw.gather(idx.to(idt).to(DEV), sort=sort)
-            assert got.is_cuda
-            np.testing.assert_array_equal(got.cpu().numpy(), x[idx].numpy())
+    for lanes in (None, 1, 32):
+        raw = gpu.PinnedRawMatrix(x, DEV, lanes_per_row=lanes)
+        for idx in index_sets(300).values():
+            for idt in (torch.int32, torch.int64):
+                got = raw.gather(idx.to(idt).to(DEV), sort=sort)
+                assert got.is_cuda
+                np.testing.assert_array_equal(got.cpu().numpy(), x[idx].numpy())
+    with pytest.raises(ValueError, match="lanes_per_row"):
+        gpu.PinnedRawMatrix(x, DEV, lanes_per_row=3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

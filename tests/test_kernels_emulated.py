@@ -306,7 +306,8 @@ def test_emulated_decode_bad_index_writes_zeros(libs):
                                                   (3, 1, "i32"), (4096, 16, "i64"),
                                                   (1000, 8, "i64")])
 @pytest.mark.parametrize("sort", [False, True])
-def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort):
+@pytest.mark.parametrize("lanes", [None, 1, 32], ids=["fewest_lanes", "lane", "warp"])
+def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort, lanes):
     rng = np.random.default_rng(row_bytes)
     n = 57
     x = rng.integers(0, 256, (n, row_bytes), dtype=np.uint8)
@@ -317,7 +318,7 @@ def test_emulated_raw_gather(libs, row_bytes, vec, itype, sort):
         idx, pos = np.ascontiguousarray(idx[order]), order.astype(np.int64)
     out = np.zeros((len(idx), row_bytes), np.uint8)
     row_vecs = row_bytes // vec
-    group = min(32, 1 << max(0, int(np.ceil(np.log2(row_vecs)))))
+    group = lanes or min(32, 1 << max(0, int(np.ceil(np.log2(row_vecs)))))
     fn = getattr(libs["gather_raw.cu"], f"emu_gather_raw_v{vec}_{itype}")
     fn(I(2), I(64), _p(x), L(n), L(row_vecs), _p(idx), _p(pos), L(len(idx)), _p(out),
        I(group.bit_length() - 1))
