@@ -129,13 +129,16 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     s, e = cm.row_offsets(idx.cpu().numpy())
     comp_bytes = int((e - s).sum()) * (cm.chunk_bits // 8)
     rec.update(batch=b, batch_raw_bytes=b * rb, batch_compressed_bytes=comp_bytes)
+    ref = cm0.decode((idx[:4096] % n0).cpu().numpy()) if check else None  # tiles repeat rows
+
+    def spot_check(dev) -> None:
+        if check:
+            got = dev.gather(idx[:4096])
+            assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), "mismatch"
 
     for location in ("pinned", "device"):
         dev = gpu.DeviceCompressedMatrix(cm, "cuda", location)
-        if check:
-            got = dev.gather(idx[:4096])
-            ref = cm0.decode((idx[:4096] % n0).cpu().numpy())  # tiles repeat the rows
-            assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), "mismatch"
+        spot_check(dev)
         for sort in (False, True):
             t = _time_cuda(lambda: dev.gather(idx, sort=sort, check=False), repeats)
             key = f"ibp_{location}_{'sorted' if sort else 'unsorted'}"
@@ -144,10 +147,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
         if location == "pinned":
             # every round decoded the general way: what the all-base rounds' fixed offsets gain
             dev.fixed_rounds = False
-            if check:
-                got = dev.gather(idx[:4096])
-                assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), \
-                    "mismatch"
+            spot_check(dev)
             t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
             rec["ibp_pinned_unsorted_general_rounds"] = {
                 "seconds": t, "logical_GBps": b * rb / t / GB,
@@ -162,10 +162,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     s_b, e_b = basic.row_offsets(idx.cpu().numpy())
     basic_bytes = int((e_b - s_b).sum()) * (basic.chunk_bits // 8)
     dev = gpu.DeviceCompressedMatrix(basic, "cuda", "pinned")
-    if check:
-        got = dev.gather(idx[:4096])
-        ref = cm0.decode((idx[:4096] % n0).cpu().numpy())
-        assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), "mismatch"
+    spot_check(dev)
     t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
     rec["format"] = {"header": "list" if cm.list_header else "bitmap",
                      "max_select_bits": int(cm.kind_select_bits.max(initial=0))}
@@ -285,14 +282,20 @@ def main(argv=None) -> int:
         out = Path(args.out.format(card=slug, date=now.strftime("%Y%m%d")))
         out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+
+    def save() -> None:
+        # after each step: a run stopped at a time limit keeps what it measured
+        res["seconds"] = time.perf_counter() - t0
+        if out:
+            out.write_text(json.dumps(res, indent=1))
+
     res["link"] = link_roof(int(args.link_bytes), args.repeats)
     print(f"link: h2d {res['link']['h2d_GBps']:.1f} GB/s", flush=True)
     sizes = [int(s) for s in args.row_sizes.split(",") if s]
     res["raw_rows"] = raw_rows(sizes, int(args.pool_bytes), int(args.batch_bytes), args.repeats,
                                args.min_batch_rows)
     print("raw rows done", flush=True)
-    if out:    # written again after every dataset: a run stopped at a time limit keeps its numbers
-        out.write_text(json.dumps(res, indent=1))
+    save()
     data = Path(args.data) if args.data else data_root()
     paths = []
     for g in args.datasets.split(","):
@@ -309,14 +312,11 @@ def main(argv=None) -> int:
         except Exception as e:  # keep the other datasets' numbers
             rec = {"dataset": f"{p.parent.name}/{p.stem}", "error": f"{type(e).__name__}: {e}"}
         res["datasets"].append(rec)
-        res["seconds"] = time.perf_counter() - t0
-        if out:
-            out.write_text(json.dumps(res, indent=1))
+        save()
         print(f"{rec['dataset']}: done", flush=True)
         gc.collect()
-    res["seconds"] = time.perf_counter() - t0
+    save()
     if out:
-        out.write_text(json.dumps(res, indent=1))
         print(f"wrote {out}")
     print(_table(res))
     return 0

@@ -478,11 +478,9 @@ def base_round_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray]:
     and per row group and round, the round's free bits (uint16 ``[G * ceil(C / 32)]``)."""
     g, c = int(cm.num_groups), int(cm.num_chunks)
     rounds = -(-c // 32)
-    ws = cm.chunk_bits // 8
-    masks = np.ascontiguousarray(np.asarray(cm.mask).astype(WORD_DTYPES[cm.chunk_bits]))
-    ones = np.unpackbits(masks.view(np.uint8).reshape(-1, ws), axis=1).sum(axis=1)
+    pattern_free = cm.patterns()[2]      # patterns [0, K) are the kinds' base patterns
     free = np.zeros((g, rounds * 32), np.int64)
-    free[:, :c] = cm.chunk_bits - ones.reshape(g, c)
+    free[:, :c] = pattern_free[cm.column_kind_ids()].reshape(g, c)
     free = free.reshape(g, rounds, 32)
     prefix = (np.cumsum(free, axis=2) - free).reshape(g, rounds * 32)[:, :c]
     return (np.ascontiguousarray(prefix, np.uint16).reshape(-1),

@@ -501,18 +501,21 @@ class IBPFeatureStore(NodeFeatureStore):
             pinned = cuda and self.location == 'pinned'
             allocator = _gpu_module().pinned_allocator if pinned else None
             cm = compress(tensor, allocator=allocator, **self.compress_kwargs)
-            if cm.ratio < self.min_ratio:
-                why_raw = f'ratio {cm.ratio:.3f} < {self.min_ratio}'
+            why_raw = self._gains_too_little(cm)
         if why_raw is not None:
             return self._hold_raw(tensor, why_raw, cm)
         return self._hold_compressed(cm)
 
+    def _gains_too_little(self, cm) -> Optional[str]:
+        """Why ``cm`` is better held raw (its ratio is below ``min_ratio``), or None."""
+        return f'ratio {cm.ratio:.3f} < {self.min_ratio}' if cm.ratio < self.min_ratio else None
+
     def _hold_precompressed(self, cm) -> HeldTensor:
         # the same rule as for a tensor put here: a matrix that gains too little is decoded
         # once and held raw
-        if cm.ratio < self.min_ratio and cm.num_rows:
-            raw = cm.decode(np.arange(cm.num_rows, dtype=np.int64))
-            return self._hold_raw(raw, f'ratio {cm.ratio:.3f} < {self.min_ratio}', cm)
+        why_raw = self._gains_too_little(cm)
+        if why_raw is not None and cm.num_rows:
+            return self._hold_raw(cm.decode(np.arange(cm.num_rows, dtype=np.int64)), why_raw, cm)
         return self._hold_compressed(cm)
 
     def _hold_compressed(self, cm) -> HeldTensor:
