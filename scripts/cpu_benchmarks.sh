@@ -10,8 +10,8 @@ out=bench/results/cpu-$day.txt
 mkdir -p bench/results
 {
   echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores, $(python3 -c 'import torch; print("torch", torch.__version__)')"
-  echo "\$ python scripts/space_table.py $data/normalized/*.npz $data/derived/*.npz"
-  python scripts/space_table.py "$data"/normalized/*.npz "$data"/derived/*.npz
+  echo "\$ python scripts/space_table.py --repeats 7 $data/normalized/*.npz $data/derived/*.npz"
+  python scripts/space_table.py --repeats 7 "$data"/normalized/*.npz "$data"/derived/*.npz
   echo
   echo "\$ python scripts/space_table.py --dtype float16 --widths 16,32 $data/normalized/{cora,amazon_computers,tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
   python scripts/space_table.py --dtype float16 --widths 16,32 \

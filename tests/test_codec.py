@@ -465,6 +465,44 @@ def test_padding_is_reused_only_for_the_same_rows():
     np.testing.assert_array_equal(padded, np.pad(rows, ((0, 0), (0, 3))))
 
 
+def test_row_blocks_pad_rows_only_to_the_word_width():
+    """A pass reading 32-bit words views rows of 4k bytes as they are (no copy of the
+    matrix); rows that are not a whole number of words are padded with zeros."""
+    from ibp_gnn.codec.plan import row_blocks
+    rows = np.arange(7 * 12, dtype=np.uint8).reshape(7, 12)
+    for pad_to, width in ((2, 12), (4, 12), (8, 16)):
+        blocks = list(row_blocks(rows, 40, pad_to))
+        assert [lo for lo, _ in blocks] == [0, 3, 6]
+        joined = np.concatenate([b for _, b in blocks])
+        np.testing.assert_array_equal(joined, np.pad(rows, ((0, 0), (0, width - 12))))
+        assert all(not b.flags.writeable for _, b in blocks)
+        if width == 12:
+            assert all(np.shares_memory(b, rows) for _, b in blocks)
+
+
+@pytest.mark.parametrize("w", [16, 32, 64])
+def test_sample_columns_of_all_rows_and_of_a_few(monkeypatch, w):
+    """Chunks column by column, of every row or of a few rows of a larger matrix (those are
+    gathered and padded in blocks, never the whole matrix), as a direct transpose gives; and
+    the bit counts of some of those rows counted from the columns."""
+    from ibp_gnn.codec._kernels import column_bit_counts
+    from ibp_gnn.codec.plan import sample_columns
+    rng = np.random.default_rng(6)
+    rows = rng.integers(0, 256, (1000, 22), dtype=np.uint8)   # 22 bytes: padded for w >= 32
+    words = np.pad(rows, ((0, 0), (0, 2))).view(WORD_DTYPES[w])
+    c = -(-22 // (w // 8))
+    np.testing.assert_array_equal(sample_columns(rows, w), words[:, :c].T)
+    monkeypatch.setattr("ibp_gnn.codec.plan.DEFAULT_BLOCK_BYTES", 8 * 22 * 7)  # 7-row blocks
+    few = np.sort(rng.choice(1000, 50, replace=False))
+    columns = sample_columns(rows, w, few)
+    np.testing.assert_array_equal(columns, words[few, :c].T)
+    picks = np.array([3, 0, 49, 3])
+    counts = np.zeros(c * w, np.int64)
+    column_bit_counts(columns, picks, w, counts)
+    chosen = np.pad(rows[few[picks]], ((0, 0), (0, c * w // 8 - 22)))
+    np.testing.assert_array_equal(counts, np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
+
+
 def test_nearest_centers_are_the_exactly_nearest():
     """k-means assignment on integer centre sums: every row goes to the centre at the smallest
     exact squared distance (the lowest on ties), checked with exact fractions."""

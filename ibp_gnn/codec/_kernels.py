@@ -83,7 +83,7 @@ def bit_distances(bits, row):
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def nearest_centers(bits, sums, sizes, labels):
     """Put every row of ``bits`` (``[n, B]`` uint8 0/1) in the cluster of its nearest centre
     into ``labels`` (the lowest cluster on ties); returns whether any label changed. Centre
@@ -95,26 +95,28 @@ def nearest_centers(bits, sums, sizes, labels):
     for j in range(k):
         for b in range(nbits):
             square[j] += sums[j, b] * sums[j, b]
-    changed = False
-    for i in range(bits.shape[0]):
+    # (int32 products vectorize twice as wide; a sum of at most n 0/1 rows fits easily)
+    sums32 = sums.astype(np.int32)
+    changes = 0
+    for i in nb.prange(bits.shape[0]):
         ones = 0
         for b in range(nbits):
             ones += bits[i, b]
         best = 0
         best_distance = np.inf
         for j in range(k):
-            dot = 0
+            dot = np.int32(0)
             for b in range(nbits):
-                dot += bits[i, b] * sums[j, b]
+                dot += np.int32(bits[i, b]) * sums32[j, b]
             size = sizes[j]
-            distance = (ones * size * size - 2 * size * dot + square[j]) / (size * size)
+            distance = (ones * size * size - 2 * size * np.int64(dot) + square[j]) / (size * size)
             if distance < best_distance:
                 best_distance = distance
                 best = j
         if labels[i] != best:
             labels[i] = best
-            changed = True
-    return changed
+            changes += 1
+    return changes > 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -163,10 +165,10 @@ def set_bit_counts(words, out):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_major(words, rows, out):
-    """``out[c, j] = words[rows[j], c]`` for the ``C = out.shape[0]`` first columns of
-    ``words`` (``[n, >= C]``): the chunks of the chosen rows column by column, in tiles of 64
-    rows by 16 columns so both the rows read and the column runs written stay within a few
+def column_major(words, rows, out, first):
+    """``out[c, first + j] = words[rows[j], c]`` for the ``C = out.shape[0]`` first columns
+    of ``words`` (``[n, >= C]``): the chunks of the chosen rows column by column, in tiles of
+    64 rows by 16 columns so both the rows read and the column runs written stay within a few
     cache lines."""
     num_chunks = out.shape[0]
     m = rows.shape[0]
@@ -176,17 +178,17 @@ def column_major(words, rows, out):
         for c0 in range(0, num_chunks, 16):
             for c in range(c0, min(c0 + 16, num_chunks)):
                 for j in range(j0, j1):
-                    out[c, j] = words[rows[j], c]
+                    out[c, first + j] = words[rows[j], c]
 
 
-@nb.njit(cache=True, nogil=True)
-def column_bit_counts(columns, chunk_bits, out):
-    """``out[c * chunk_bits + b] += 1`` for every chunk of ``columns`` (``[C, m]``, column
-    ``c``'s chunks) with bit ``b`` set: the :func:`set_bit_counts` of those rows, counted from
-    their columns."""
-    for c in range(columns.shape[0]):
-        for i in range(columns.shape[1]):
-            _count_set_bits(out, c * chunk_bits, np.uint64(columns[c, i]), chunk_bits)
+@nb.njit(cache=True, nogil=True, parallel=True)
+def column_bit_counts(columns, rows, chunk_bits, out):
+    """``out[c * chunk_bits + b] += 1`` for every chunk ``columns[c, rows[i]]`` with bit ``b``
+    set (``columns``: ``[C, m]``, column ``c``'s chunks): the :func:`set_bit_counts` of those
+    rows, counted from their columns."""
+    for c in nb.prange(columns.shape[0]):  # (each column adds to its own counts)
+        for i in range(rows.shape[0]):
+            _count_set_bits(out, c * chunk_bits, np.uint64(columns[c, rows[i]]), chunk_bits)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -680,6 +682,11 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
 
 
 MAX_SELECT_BITS = 3
+#: Chunks missing a base pattern above which column_alternatives looks for their alternatives
+#: on an evenly spaced sample of this many (and scales their cost up): the split search then
+#: costs a dense column about what it costs a sparse one. Alternatives are an estimate's
+#: guess either way; the encoder's sizes are exact.
+REST_SAMPLE = 1024
 _LEAF_STEPS = (1, 3, 7)  # alternatives (besides the empty mask) for 1, 2 and 3 selector bits
 
 
@@ -797,21 +804,86 @@ def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_m
         out_bitvals[leaf] &= best_mask
 
 
+@nb.njit(inline="always")
+def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals, rest_cost,
+                             all_vals, all_leaf_of, counts, sizes, matched, leaf_masks,
+                             leaf_bitvals, buf, split_gain, split_bit):
+    """Column ``c`` under base ``a`` for :func:`column_alternatives`: the ``rest`` chunks that
+    miss the base are ``all_vals[:rest]`` (in row order; overwritten here). Works in the
+    caller's buffers (``all_vals``/``all_leaf_of`` hold one entry per row). Above
+    :data:`REST_SAMPLE` chunks, patterns are found on an evenly spaced sample of them and
+    the cost of the rest is scaled up from it."""
+    kept = rest
+    if rest > REST_SAMPLE:
+        step = (rest + REST_SAMPLE - 1) // REST_SAMPLE
+        kept = 0
+        for i in range(0, rest, step):
+            all_vals[kept] = all_vals[i]
+            kept += 1
+    vals = all_vals[:kept]
+    leaf_of = all_leaf_of[:kept]
+    leaf_of[:] = 0
+    split_gain[:] = 0
+    split_bit[:] = -2
+    leaves = 1
+    for s in range(MAX_SELECT_BITS + 1):
+        slots = 1 << s
+        target = slots - 1
+        while leaves < target:
+            best_gain = 0
+            best_leaf = -1
+            for leaf in range(leaves):
+                if split_bit[leaf] == -2:  # leaves keep their best split until split
+                    split_gain[leaf], split_bit[leaf] = _best_split(vals, leaf_of, leaf,
+                                                                    sample, w, buf)
+                if split_gain[leaf] > best_gain:
+                    best_gain = split_gain[leaf]
+                    best_leaf = leaf
+            if best_leaf < 0:
+                break
+            best_bit = split_bit[best_leaf]
+            for i in range(kept):
+                if leaf_of[i] == best_leaf and (vals[i] >> np.uint64(best_bit)) & _U1:
+                    leaf_of[i] = leaves
+            split_bit[best_leaf] = -2
+            split_bit[leaves] = -2
+            leaves += 1
+        for v in range(slots):
+            alt_masks[a, c, s, v] = _U0
+            alt_bitvals[a, c, s, v] = _U0
+        if target and kept:
+            _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched,
+                           leaf_masks, leaf_bitvals)
+            for leaf in range(min(leaves, target)):
+                alt_masks[a, c, s, leaf] = leaf_masks[leaf]
+                alt_bitvals[a, c, s, leaf] = leaf_bitvals[leaf]
+        total = 0
+        for i in range(kept):
+            x = vals[i]
+            best = w
+            for v in range(slots):
+                m = alt_masks[a, c, s, v]
+                if (x & m) == alt_bitvals[a, c, s, v]:
+                    best = min(best, w - _popcount(m))
+            total += s + best
+        rest_cost[a, c, s] = total * rest // max(kept, 1)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals, taus, sample,
-                        alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
+def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bitvals, taus,
+                        sample, alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
     """Alternative patterns of every column for every candidate base pattern, and their cost.
 
-    ``words``: ``[C, n]`` chunks of the rows planned from, column by column (each column's
-    chunks contiguous); ``base_masks/base_bitvals``:
-    ``[B, C]`` candidate base patterns. For base ``a`` and column ``c`` the chunks that miss
+    ``words``: ``[C, m]`` chunks of some rows, column by column (each column's chunks
+    contiguous), of which the ``n`` numbered ``rows`` are planned from (in that order);
+    ``base_masks/base_bitvals``: ``[B, C]`` candidate base patterns. For base ``a`` and column ``c`` the chunks that miss
     the base pattern ("the rest") are split greedily on single bits into up to 7 groups, each
     coded against its own pattern. Outputs: ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the
     alternatives for ``s`` selector bits (the last one always the empty mask);
     ``rest_cost[a, c, s]`` the bits the rest costs with them (selectors included);
     ``rest_count[a, c]`` and ``base_cost[a, c]`` (free bits of the chunks matching the base).
     """
-    n = words.shape[1]
+    n = rows.shape[0]
     w = chunk_bits
     num_bases = base_masks.shape[0]
     nt = taus.shape[0]
@@ -824,28 +896,27 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
             same = (base_masks[a, c] == base_masks[a - 1, c]
                     and base_bitvals[a, c] == base_bitvals[a - 1, c])
             first[a, c] = first[a - 1, c] if same else a
-    for job in nb.prange(num_bases * num_chunks):
-        a = job // num_chunks
-        c = job - a * num_chunks
-        if first[a, c] != a:
-            continue
-        bm = base_masks[a, c]
-        bv = base_bitvals[a, c]
-        base_free = w - _popcount(bm)
-        rest = 0
-        for i in range(n):
-            if (np.uint64(words[c, i]) & bm) != bv:
-                rest += 1
-        rest_count[a, c] = rest
-        base_cost[a, c] = (n - rest) * base_free
-        vals = np.empty(rest, np.uint64)
-        r = 0
-        for i in range(n):
-            x = np.uint64(words[c, i])
-            if (x & bm) != bv:
-                vals[r] = x
-                r += 1
-        leaf_of = np.zeros(rest, np.int64)
+    # jobs (column, base) go round-robin to a fixed number of tasks, so each task allocates
+    # its buffers once (allocating inside a parallel loop serializes the threads), and with
+    # columns interleaved with bases every task gets a share of the loose bases, which leave
+    # the most chunks to split
+    # A chunk that matches a base matches every looser one (the candidates are nested:
+    # thresholds ascending, bits in the mask only drop out and keep their values), so the
+    # chunks missing base a are found among those missing the tightest base, without another
+    # pass over every row; a candidate that does not nest is scanned in full.
+    nested = np.ones((num_bases, num_chunks), np.bool_)
+    for c in range(num_chunks):
+        for a in range(1, num_bases):
+            m0 = base_masks[0, c]
+            ma = base_masks[a, c]
+            nested[a, c] = (ma & ~m0) == _U0 and (base_bitvals[0, c] & ma) == base_bitvals[a, c]
+    # columns go round-robin to a fixed number of tasks, so each task allocates its buffers
+    # once (allocating inside a parallel loop serializes the threads)
+    tasks = min(num_chunks, 64)
+    for task in nb.prange(tasks):
+        missed = np.empty(n, np.uint64)    # chunks missing the tightest base
+        all_vals = np.empty(n, np.uint64)
+        all_leaf_of = np.empty(n, np.int64)
         counts = np.zeros((8, 64), np.int64)
         sizes = np.zeros(8, np.int64)
         matched = np.zeros(8 * nt, np.int64)
@@ -853,49 +924,40 @@ def column_alternatives(words, num_chunks, chunk_bits, base_masks, base_bitvals,
         leaf_bitvals = np.zeros(8, np.uint64)
         buf = np.empty(sample, np.uint64)
         split_gain = np.zeros(8, np.int64)
-        split_bit = np.full(8, -2, np.int64)
-        leaves = 1
-        for s in range(MAX_SELECT_BITS + 1):
-            slots = 1 << s
-            target = slots - 1
-            while leaves < target:
-                best_gain = 0
-                best_leaf = -1
-                for leaf in range(leaves):
-                    if split_bit[leaf] == -2:  # leaves keep their best split until split
-                        split_gain[leaf], split_bit[leaf] = _best_split(vals, leaf_of, leaf,
-                                                                        sample, w, buf)
-                    if split_gain[leaf] > best_gain:
-                        best_gain = split_gain[leaf]
-                        best_leaf = leaf
-                if best_leaf < 0:
-                    break
-                best_bit = split_bit[best_leaf]
-                for i in range(rest):
-                    if leaf_of[i] == best_leaf and (vals[i] >> np.uint64(best_bit)) & _U1:
-                        leaf_of[i] = leaves
-                split_bit[best_leaf] = -2
-                split_bit[leaves] = -2
-                leaves += 1
-            for v in range(slots):
-                alt_masks[a, c, s, v] = _U0
-                alt_bitvals[a, c, s, v] = _U0
-            if target and rest:
-                _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched,
-                               leaf_masks, leaf_bitvals)
-                for leaf in range(min(leaves, target)):
-                    alt_masks[a, c, s, leaf] = leaf_masks[leaf]
-                    alt_bitvals[a, c, s, leaf] = leaf_bitvals[leaf]
-            total = 0
-            for i in range(rest):
-                x = vals[i]
-                best = w
-                for v in range(slots):
-                    m = alt_masks[a, c, s, v]
-                    if (x & m) == alt_bitvals[a, c, s, v]:
-                        best = min(best, w - _popcount(m))
-                total += s + best
-            rest_cost[a, c, s] = total
+        split_bit = np.zeros(8, np.int64)
+        for c in range(task, num_chunks, tasks):
+            num_missed = 0
+            bm = base_masks[0, c]
+            bv = base_bitvals[0, c]
+            for i in range(n):
+                x = np.uint64(words[c, rows[i]])
+                if (x & bm) != bv:
+                    missed[num_missed] = x
+                    num_missed += 1
+            for a in range(num_bases):
+                if first[a, c] != a:
+                    continue
+                bm = base_masks[a, c]
+                bv = base_bitvals[a, c]
+                rest = 0
+                if nested[a, c]:
+                    for i in range(num_missed):
+                        x = missed[i]
+                        if (x & bm) != bv:
+                            all_vals[rest] = x
+                            rest += 1
+                else:
+                    for i in range(n):
+                        x = np.uint64(words[c, rows[i]])
+                        if (x & bm) != bv:
+                            all_vals[rest] = x
+                            rest += 1
+                rest_count[a, c] = rest
+                base_cost[a, c] = (n - rest) * (w - _popcount(bm))
+                _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks,
+                                         alt_bitvals, rest_cost, all_vals, all_leaf_of, counts,
+                                         sizes, matched, leaf_masks, leaf_bitvals, buf,
+                                         split_gain, split_bit)
     for c in range(num_chunks):
         for a in range(num_bases):
             f = first[a, c]

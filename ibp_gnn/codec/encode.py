@@ -76,13 +76,13 @@ def _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator, bloc
     cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets, raw_layout=raw)
     if not raw:
         run_start, run_len, run_count = cm.pattern_runs
-        for lo, block in row_blocks(byte_rows, block_bytes):
+        for lo, block in row_blocks(byte_rows, block_bytes, w // 8):
             _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, *proto.alt_slots,
                                  pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
                                  plan.list_header, plan.num_groups, groups[lo:lo + len(block)],
                                  offsets[lo:lo + len(block) + 1], payload)
     else:
-        for lo, block in row_blocks(byte_rows, block_bytes):
+        for lo, block in row_blocks(byte_rows, block_bytes, w // 8):
             payload[lo * c:(lo + len(block)) * c] = block.view(wd)[:, :c].reshape(-1)
     return cm
 
@@ -97,7 +97,7 @@ def stored_row_words(byte_rows: np.ndarray, proto: CompressedMatrix,
     pat_mask, pat_bitval, pat_free, sel, _ = proto.patterns()
     lengths = np.empty(len(byte_rows), np.int64)
     groups = np.empty(len(byte_rows), np.int64)
-    for lo, block in row_blocks(byte_rows, block_bytes):
+    for lo, block in row_blocks(byte_rows, block_bytes, w // 8):
         _kernels.row_words(block.view(WORD_DTYPES[w]), proto.num_chunks, w, kinds, sel,
                            *proto.alt_slots, pat_mask, pat_bitval, pat_free,
                            proto.list_header, proto.num_groups, lengths[lo:lo + len(block)],

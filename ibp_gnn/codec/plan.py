@@ -117,12 +117,12 @@ def reused_padding():
 
 def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
     """``[n, row_bytes]`` uint8 -> ``[n, ceil(row_bytes / pad_to) * pad_to]`` uint8 with zero
-    padding, C-contiguous and 8-byte aligned so it views as 16-, 32- or 64-bit words. Views the
-    input when no padding is needed and it is aligned. Read-only use: inside
-    :func:`reused_padding` the same copy may be handed out again."""
+    padding, C-contiguous and ``pad_to``-byte aligned so it views as words of ``pad_to`` bytes
+    (2, 4 or 8) or fewer. Views the input when no padding is needed and it is aligned.
+    Read-only use: inside :func:`reused_padding` the same copy may be handed out again."""
     n, rb = byte_rows.shape
     width = -(-rb // pad_to) * pad_to
-    if width == rb and byte_rows.flags.c_contiguous and byte_rows.ctypes.data % 8 == 0:
+    if width == rb and byte_rows.flags.c_contiguous and byte_rows.ctypes.data % pad_to == 0:
         return read_only(byte_rows)
     cache = _PADDED.get()
     key = (byte_rows.ctypes.data, byte_rows.shape, byte_rows.strides, pad_to)
@@ -137,12 +137,15 @@ def padded_words(byte_rows: np.ndarray, pad_to: int = 8) -> np.ndarray:
     return out
 
 
-def row_blocks(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES):
-    """Yield ``(first_row, padded block)`` covering the rows in bounded memory."""
+def row_blocks(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES,
+               pad_to: int = 8):
+    """Yield ``(first_row, padded block)`` covering the rows in bounded memory, each block
+    from :func:`padded_words` (rows padded to ``pad_to`` bytes: a pass that reads 32-bit words
+    pads rows of 4k bytes not at all, where padding to 8 would copy every row)."""
     n, rb = byte_rows.shape
     step = max(1, block_bytes // max(rb, 1))
     for lo in range(0, n, step):
-        yield lo, padded_words(byte_rows[lo:lo + step])
+        yield lo, padded_words(byte_rows[lo:lo + step], pad_to)
 
 
 def bit_counts(byte_rows: np.ndarray, block_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
@@ -291,7 +294,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
         c = -(-rb // (w // 8))
         majority, masks = _candidate_masks(counts, n, w, c, ts)
         total = np.zeros(len(ts), np.int64)
-        for _, block in row_blocks(byte_rows, block_bytes):
+        for _, block in row_blocks(byte_rows, block_bytes, w // 8):
             _kernels.candidate_words(block.view(WORD_DTYPES[w]), c, w, majority, masks,
                                      w - popcount(masks), total)
         return total * (w // 8), majority, masks
@@ -305,6 +308,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     best = []
     estimated = []
     pick = discovery_rows(n, seed + 1)
+    discovered = {}  # width -> [C, m] chunks of the rows ``pick``, for the row-group search
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -317,7 +321,8 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            estimated += extended_plans(sample_columns(byte_rows, w, pick), counts, n, w,
+            discovered[w] = sample_columns(byte_rows, w, pick)
+            estimated += extended_plans(discovered[w], counts, n, w,
                                         plan.threshold, num_rows=num_rows)
     if estimated:
         # exact sizes cost a pass over every row: only for the candidates whose estimate is
@@ -330,8 +335,11 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                              (lengths, groups)))
     size, plan, scored = min(best, key=lambda r: r[0])
     if extended and GROUP_COUNTS and n >= MIN_GROUP_ROWS * min(GROUP_COUNTS) and rb:
+        estimate = next((bits for plan_x, bits in estimated if plan_x is plan), None)
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
-                                    num_rows=num_rows, block_bytes=block_bytes)
+                                    num_rows=num_rows, block_bytes=block_bytes,
+                                    columns=discovered.get(plan.chunk_bits),
+                                    single_estimate=estimate)
     if scored is None or n != num_rows:
         return plan, None, None
     return plan, scored[0], scored[1]
@@ -356,23 +364,32 @@ def discovery_rows(n: int, seed: int) -> np.ndarray:
 def sample_columns(byte_rows: np.ndarray, w: int, rows: np.ndarray | None = None) -> np.ndarray:
     """The ``w``-bit chunks of the rows (those numbered ``rows``, default all) column by
     column: ``[C, m]``."""
-    words = padded_words(byte_rows).view(WORD_DTYPES[w])
-    rows = np.arange(len(byte_rows)) if rows is None else np.asarray(rows, np.int64)
-    out = np.empty((-(-byte_rows.shape[1] // (w // 8)), len(rows)), WORD_DTYPES[w])
-    _kernels.column_major(words, rows, out)
+    n, rb = byte_rows.shape
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    out = np.empty((-(-rb // (w // 8)), len(rows)), WORD_DTYPES[w])
+    if len(rows) == n or len(rows) * 4 > n:
+        _kernels.column_major(padded_words(byte_rows, w // 8).view(WORD_DTYPES[w]), rows, out, 0)
+        return out
+    # a few rows of a large matrix: pad only those (padding every row would copy the matrix)
+    step = max(1, DEFAULT_BLOCK_BYTES // 8 // max(rb, 1))
+    for lo in range(0, len(rows), step):
+        block = padded_words(byte_rows[rows[lo:lo + step]], w // 8).view(WORD_DTYPES[w])
+        _kernels.column_major(block, np.arange(len(block)), out, lo)
     return out
 
 
 def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, threshold: float,
-                   *, num_rows: int | None = None) -> list[tuple[Plan, float]]:
+                   *, num_rows: int | None = None,
+                   members: np.ndarray | None = None) -> list[tuple[Plan, float]]:
     """Per-column base and alternative patterns (see :func:`plan_rows`): ``[(plan, bits)]``,
     the best plan with a bitmap header and the best with a list header by the bits they cost
     on ``num_rows`` rows (default: ``n``) plus the bits their alternative patterns cost, and
     that estimate of their stored bits (columns priced independently).
 
     ``columns``: ``[C, m]`` chunks of the rows the patterns are discovered from
-    (:func:`sample_columns`); ``counts``: the :func:`bit_counts` of ``n`` rows the base
-    patterns are chosen from (the same rows or more).
+    (:func:`sample_columns`), or of more rows when ``members`` numbers those among them;
+    ``counts``: the :func:`bit_counts` of ``n`` rows the base patterns are chosen from (the
+    same rows or more).
     """
     c = columns.shape[0]
     wd = WORD_DTYPES[w]
@@ -387,8 +404,9 @@ def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, thre
     rest_cost = np.zeros((len(ts), c, levels), np.int64)
     rest_count = np.zeros((len(ts), c), np.int64)
     base_cost = np.zeros((len(ts), c), np.int64)
-    m = columns.shape[1]
-    _kernels.column_alternatives(columns, c, w, base_masks, base_bitvals,
+    members = np.arange(columns.shape[1]) if members is None else members
+    m = len(members)
+    _kernels.column_alternatives(columns, members, c, w, base_masks, base_bitvals,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
@@ -420,20 +438,33 @@ def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, thre
     return plans
 
 
-def cluster_rows(byte_rows: np.ndarray, counts: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Row clusters ``[n]`` (ids below ``k``): k-means on the :data:`CLUSTER_BITS` bit
-    positions whose values vary most (highest binary entropy over the rows ``counts`` came
-    from), seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds."""
+def table_bits(plan: Plan) -> int:
+    """What :func:`extended_plans` charges ``plan``'s alternative patterns in its estimate:
+    a mask and a value per slot, for every column of every row group."""
+    slots = np.left_shift(1, plan.select_bits.astype(np.int64))
+    return int(slots.sum()) * 2 * plan.chunk_bits
+
+
+def cluster_bits(byte_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The :data:`CLUSTER_BITS` bit positions whose values vary most (highest binary entropy
+    over the rows ``counts`` came from) of every row: uint8 0/1 ``[n, B]``, ``B`` at most
+    :data:`CLUSTER_BITS` (0 when no bit varies)."""
     n = len(byte_rows)
     total = max(int(counts.max(initial=0)), 1)
     p = counts[:byte_rows.shape[1] * 8] / max(total, n)
     varying = np.flatnonzero((p > 0) & (p < 1))
-    if len(varying) == 0 or n < k:
-        return np.zeros(n, np.int64)
     spread = np.minimum(p[varying], 1 - p[varying])  # entropy grows with this
     top = varying[np.argsort(-spread, kind="stable")[:CLUSTER_BITS]]
     # (indexing columns gives a column-major array: the kernels walk rows)
-    bits = np.ascontiguousarray((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1)
+    return np.ascontiguousarray((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1)
+
+
+def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Row clusters ``[n]`` (ids below ``k``) of rows given by their :func:`cluster_bits`
+    (``[n, B]``): k-means, seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds."""
+    n = len(bits)
+    if bits.shape[1] == 0 or n < k:
+        return np.zeros(n, np.int64)
     rng = np.random.default_rng(seed)
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
@@ -474,7 +505,8 @@ def combine_plans(plans: list[Plan]) -> Plan:
 
 def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single_bytes: int,
                  single_scored=None, *, seed: int = 0, num_rows: int | None = None,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES):
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, columns: np.ndarray | None = None,
+                 single_estimate: float | None = None):
     """``(plan, scored)``: ``single`` or, when it stores the rows in fewer host bytes (payload,
     group ids and pattern tables), a plan with row groups: the rows are clustered
     (:func:`cluster_rows`) and each cluster gets its own per-column patterns
@@ -487,15 +519,21 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix).
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
-    else None."""
+    else None. ``columns``: the :func:`sample_columns` of the patterns' rows
+    (``discovery_rows(n, seed + 1)``) when the caller has them already. ``single_estimate``:
+    the :func:`extended_plans` estimate of ``single`` from those rows, when it has one; a
+    group count whose estimate (found on the same rows, so if anything too kind to groups)
+    does not pay either is then given up without scoring rows."""
     from .encode import pattern_tables  # encode builds on this module
     n = len(byte_rows)
     num_rows = num_rows or n
     w = single.chunk_bits
-    pick = discovery_rows(n, seed + 2)
+    pick = discovery_rows(n, seed + 1)
     sampled = len(pick) < n
     sample = byte_rows[pick] if sampled else byte_rows
     m = len(sample)
+    if columns is None:
+        columns = sample_columns(sample, w)
     # patterns fit the rows they were found on better than others: when there are other rows,
     # the counts are compared on those
     scoring = sample
@@ -506,18 +544,26 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         scoring = byte_rows[rest]
 
     def plan_groups(labels):
+        """The plan with a row group per cluster and its estimated bits (None, 0.0 when
+        fewer than two clusters have enough rows)."""
         plans = []
+        estimate = 0.0
         for g in range(int(labels.max(initial=-1)) + 1):
             members = np.flatnonzero(labels == g)
             if len(members) < MIN_GROUP_ROWS:
                 continue
-            columns = sample_columns(sample, w, members)
             group_counts = np.zeros(columns.shape[0] * w, np.int64)
-            _kernels.column_bit_counts(columns, w, group_counts)
+            _kernels.column_bit_counts(columns, members, w, group_counts)
             found = extended_plans(columns, group_counts, len(members), w, single.threshold,
-                                   num_rows=max(1, num_rows * len(members) // m))
-            plans.append(next(p for p, _ in found if p.list_header == single.list_header))
-        return combine_plans(plans) if len(plans) > 1 else None
+                                   num_rows=max(1, num_rows * len(members) // m),
+                                   members=members)
+            plan_g, bits_g = next(f for f in found if f[0].list_header == single.list_header)
+            plans.append(plan_g)
+            estimate += bits_g
+        if len(plans) < 2:
+            return None, 0.0
+        grouped = combine_plans(plans)
+        return grouped, estimate + num_rows * (len(plans) - 1).bit_length() - table_bits(grouped)
 
     def host_cost(rows, plan, scored=None):
         """Payload bytes (scaled to ``num_rows``) plus the pattern tables' bytes, and the
@@ -530,20 +576,31 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         words = int(scored[0].sum())
         return words * (w // 8) * num_rows / len(rows) + proto.column_bytes, scored
 
-    best_cost, scored = host_cost(scoring, single, None if sampled else single_scored)
+    known = single_scored
+    if sampled and single_scored is not None:  # (the scoring rows are some of those rows)
+        known = (single_scored[0][rest], single_scored[1][rest])
+    best_cost, scored = host_cost(scoring, single, known)
     if not sampled:
         single_scored = scored
     best = None
+    # estimates compared without the alternatives' tables: extended_plans charges them per
+    # column and group, at worst, where the container shares them between columns and groups
+    best_estimate = None if single_estimate is None else single_estimate - table_bits(single)
+    bits = cluster_bits(sample, counts)
     for k in GROUP_COUNTS:
         if m < MIN_GROUP_ROWS * k:
             break
-        grouped = plan_groups(cluster_rows(sample, counts, k, seed))
+        grouped, estimate = plan_groups(cluster_rows(bits, k, seed))
         if grouped is None:
             break
+        needed = 1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]
+        if best_estimate is not None and estimate >= best_estimate:
+            break
         cost, scored = host_cost(scoring, grouped)
-        if cost >= best_cost * (1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]):
+        if cost >= best_cost * needed:
             break
         best, best_cost, best_scored = grouped, cost, scored
+        best_estimate = estimate
     if best is None:
         return single, single_scored
     if not sampled:  # the sample was every row: its sizes are exact
