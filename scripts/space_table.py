@@ -5,7 +5,9 @@
 
 Sizes are everything held in host memory (payload, offsets, pattern tables) as % of the raw
 bytes, next to the bit-entropy bound computed from the same matrix. Compression times are the
-median of N runs of each format, measured in the same process after one warm-up run.
+median of N runs of each format, measured in the same process after one warm-up run, the two
+formats taking turns; "time x" is the median of the N extended / basic ratios of those pairs (a
+shared machine's load then weighs on both sides of each ratio alike).
 ``--dtype`` casts each matrix first (e.g. float16: the fp16 features some large graphs ship);
 ``--widths`` adds the extended format's size with each of these chunk widths forced.
 ``--rows N`` repeats each matrix's rows up to ``N`` rows (how compression time behaves when the
@@ -22,10 +24,19 @@ from ibp_gnn.codec import entropy_bound_bytes
 from ibp_gnn.matrix_io import read_matrix
 
 
-def timed(x, extended, repeats):
-    compress(x[:64], extended=extended)  # one-time kernel loading, not part of the timing
-    runs = [compress(x, extended=extended) for _ in range(repeats)]
-    return runs[0], statistics.median(cm.compress_seconds for cm in runs)
+def timed(x, repeats):
+    """``(basic, extended, basic seconds, extended seconds, median ratio)``."""
+    for extended in (False, True):  # one-time kernel loading, not part of the timing
+        compress(x[:64], extended=extended)
+    basic = extended = None
+    seconds = ([], [])
+    for _ in range(repeats):
+        b, e = compress(x, extended=False), compress(x, extended=True)
+        basic, extended = basic or b, extended or e
+        seconds[0].append(b.compress_seconds)
+        seconds[1].append(e.compress_seconds)
+    ratio = statistics.median(te / tb for tb, te in zip(*seconds))
+    return basic, extended, statistics.median(seconds[0]), statistics.median(seconds[1]), ratio
 
 
 def main():
@@ -46,15 +57,14 @@ def main():
             x = np.resize(x, (args.rows,) + x.shape[1:])
         if args.dtype:
             x = torch.as_tensor(x).to(getattr(torch, args.dtype))
-        basic, t_basic = timed(x, False, args.repeats)
-        ext, t_ext = timed(x, True, args.repeats)
+        basic, ext, t_basic, t_ext, ratio = timed(x, args.repeats)
         raw = ext.raw_bytes
         name = path.rsplit("/", 1)[-1]
         print(f"{name:30s} {100 * entropy_bound_bytes(x) / raw:6.2f}% "
               f"{100 * basic.host_bytes / raw:6.2f}% {100 * ext.host_bytes / raw:7.2f}% "
               f"{ext.chunk_bits:3d}  {'list' if ext.list_header else 'bitmap':6s} "
               f"{int(ext.kind_select_bits.max()):4d} {ext.num_groups:6d} "
-              f"{ext.num_kinds:6d} {t_basic:8.3f} {t_ext:7.3f} {t_ext / t_basic:6.2f}"
+              f"{ext.num_kinds:6d} {t_basic:8.3f} {t_ext:7.3f} {ratio:6.2f}"
               + "".join(f" {100 * compress(x, chunk_bits=w).host_bytes / raw:6.2f}%"
                         for w in widths), flush=True)
 

@@ -594,7 +594,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         if grouped is None:
             break
         needed = 1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]
-        if best_estimate is not None and estimate >= best_estimate:
+        if best_estimate is not None and estimate >= best_estimate * needed:
             break
         cost, scored = host_cost(scoring, grouped)
         if cost >= best_cost * needed:
