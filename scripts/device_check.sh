@@ -70,8 +70,9 @@ if has tests; then
     export IBP_GNN_TEST_TIMES=1    # a line per test as it finishes
     # a test that hangs is stopped with every thread's stack printed (pytest-timeout, if present)
     per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90 --timeout-method=thread")
+    # the few store/loader/sampler tests first: the codec's many GPU tests may meet the limit
     timeout 200 $PY -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider --durations=8 $per_test \
-        tests/test_gpu.py tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py \
+        tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py tests/test_gpu.py \
         || status=1
     collect
 fi
