@@ -876,10 +876,11 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
 
     ``words``: ``[C, m]`` chunks of some rows, column by column (each column's chunks
     contiguous), of which the ``n`` numbered ``rows`` are planned from (in that order);
-    ``base_masks/base_bitvals``: ``[B, C]`` candidate base patterns. For base ``a`` and column ``c`` the chunks that miss
-    the base pattern ("the rest") are split greedily on single bits into up to 7 groups, each
-    coded against its own pattern. Outputs: ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the
-    alternatives for ``s`` selector bits (the last one always the empty mask);
+    ``base_masks/base_bitvals``: ``[B, C]`` candidate base patterns. For base ``a`` and column
+    ``c`` the chunks that miss the base pattern ("the rest") are split greedily on single bits
+    into up to 7 groups, each coded against its own pattern. Outputs:
+    ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the alternatives for ``s`` selector bits (the
+    last one always the empty mask);
     ``rest_cost[a, c, s]`` the bits the rest costs with them (selectors included);
     ``rest_count[a, c]`` and ``base_cost[a, c]`` (free bits of the chunks matching the base).
     """
@@ -896,10 +897,6 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
             same = (base_masks[a, c] == base_masks[a - 1, c]
                     and base_bitvals[a, c] == base_bitvals[a - 1, c])
             first[a, c] = first[a - 1, c] if same else a
-    # jobs (column, base) go round-robin to a fixed number of tasks, so each task allocates
-    # its buffers once (allocating inside a parallel loop serializes the threads), and with
-    # columns interleaved with bases every task gets a share of the loose bases, which leave
-    # the most chunks to split
     # A chunk that matches a base matches every looser one (the candidates are nested:
     # thresholds ascending, bits in the mask only drop out and keep their values), so the
     # chunks missing base a are found among those missing the tightest base, without another

@@ -367,7 +367,7 @@ def sample_columns(byte_rows: np.ndarray, w: int, rows: np.ndarray | None = None
     n, rb = byte_rows.shape
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     out = np.empty((-(-rb // (w // 8)), len(rows)), WORD_DTYPES[w])
-    if len(rows) == n or len(rows) * 4 > n:
+    if len(rows) * 4 > n:
         _kernels.column_major(padded_words(byte_rows, w // 8).view(WORD_DTYPES[w]), rows, out, 0)
         return out
     # a few rows of a large matrix: pad only those (padding every row would copy the matrix)
@@ -413,7 +413,7 @@ def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, thre
     # costs are measured on the sample; a column's alternatives are stored once (at worst: when
     # no other column shares them), so they must pay for themselves over all rows
     scale = (num_rows or n) / max(m, 1)
-    rest_cost = rest_cost * scale + (2 * w * (1 << np.arange(levels)))[None, None, :]
+    rest_cost = rest_cost * scale + alternative_table_bits(np.arange(levels), w)[None, None, :]
     base_cost = base_cost * scale
     rest_count = rest_count * scale
     plans = []
@@ -438,25 +438,34 @@ def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, thre
     return plans
 
 
+def alternative_table_bits(select_bits: np.ndarray, w: int) -> np.ndarray:
+    """What an estimate charges a column for its alternative patterns with ``select_bits``
+    selector bits (elementwise): a mask and a value of ``w`` bits per slot, as if no other
+    column shared them."""
+    return 2 * w * np.left_shift(1, np.asarray(select_bits, np.int64))
+
+
 def table_bits(plan: Plan) -> int:
-    """What :func:`extended_plans` charges ``plan``'s alternative patterns in its estimate:
-    a mask and a value per slot, for every column of every row group."""
-    slots = np.left_shift(1, plan.select_bits.astype(np.int64))
-    return int(slots.sum()) * 2 * plan.chunk_bits
+    """What :func:`extended_plans` charged ``plan``'s alternative patterns in its estimate,
+    over every column of every row group."""
+    return int(alternative_table_bits(plan.select_bits, plan.chunk_bits).sum())
 
 
-def cluster_bits(byte_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def cluster_bits(byte_rows: np.ndarray, counts: np.ndarray,
+                 rows: np.ndarray | None = None) -> np.ndarray:
     """The :data:`CLUSTER_BITS` bit positions whose values vary most (highest binary entropy
-    over the rows ``counts`` came from) of every row: uint8 0/1 ``[n, B]``, ``B`` at most
-    :data:`CLUSTER_BITS` (0 when no bit varies)."""
-    n = len(byte_rows)
+    over the rows ``counts`` came from) of every row (of those numbered ``rows``, default
+    all): uint8 0/1 ``[n, B]``, ``B`` at most :data:`CLUSTER_BITS` (0 when no bit varies)."""
+    n = len(byte_rows) if rows is None else len(rows)
     total = max(int(counts.max(initial=0)), 1)
     p = counts[:byte_rows.shape[1] * 8] / max(total, n)
     varying = np.flatnonzero((p > 0) & (p < 1))
     spread = np.minimum(p[varying], 1 - p[varying])  # entropy grows with this
     top = varying[np.argsort(-spread, kind="stable")[:CLUSTER_BITS]]
-    # (indexing columns gives a column-major array: the kernels walk rows)
-    return np.ascontiguousarray((byte_rows[:, top // 8] >> (top % 8).astype(np.uint8)) & 1)
+    # only the bytes holding those bits are gathered; indexing columns gives a column-major
+    # array, and the kernels walk rows
+    picked = byte_rows[:, top // 8] if rows is None else byte_rows[np.ix_(rows, top // 8)]
+    return np.ascontiguousarray((picked >> (top % 8).astype(np.uint8)) & 1)
 
 
 def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -530,13 +539,12 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     w = single.chunk_bits
     pick = discovery_rows(n, seed + 1)
     sampled = len(pick) < n
-    sample = byte_rows[pick] if sampled else byte_rows
-    m = len(sample)
+    m = len(pick)
     if columns is None:
-        columns = sample_columns(sample, w)
+        columns = sample_columns(byte_rows, w, pick)
     # patterns fit the rows they were found on better than others: when there are other rows,
     # the counts are compared on those
-    scoring = sample
+    scoring = byte_rows
     if sampled:
         rest = np.setdiff1d(np.arange(n), pick, assume_unique=True)
         if len(rest) > m:
@@ -586,7 +594,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     # estimates compared without the alternatives' tables: extended_plans charges them per
     # column and group, at worst, where the container shares them between columns and groups
     best_estimate = None if single_estimate is None else single_estimate - table_bits(single)
-    bits = cluster_bits(sample, counts)
+    bits = cluster_bits(byte_rows, counts, pick if sampled else None)
     for k in GROUP_COUNTS:
         if m < MIN_GROUP_ROWS * k:
             break

@@ -515,7 +515,7 @@ class IBPFeatureStore(NodeFeatureStore):
         # once and held raw
         why_raw = self._gains_too_little(cm)
         if why_raw is not None and cm.num_rows:
-            return self._hold_raw(cm.decode(np.arange(cm.num_rows, dtype=np.int64)), why_raw, cm)
+            return self._hold_raw(cm.decode(), why_raw, cm)
         return self._hold_compressed(cm)
 
     def _hold_compressed(self, cm) -> HeldTensor:
