@@ -482,23 +482,24 @@ def test_row_blocks_pad_rows_only_to_the_word_width():
 
 @pytest.mark.parametrize("w", [16, 32, 64])
 def test_sample_columns_of_all_rows_and_of_a_few(monkeypatch, w):
-    """Chunks column by column, of every row or of a few rows of a larger matrix (those are
-    gathered and padded in blocks, never the whole matrix), as a direct transpose gives; and
-    the bit counts of some of those rows counted from the columns."""
+    """Rows column by column as 64-bit words, of every row or of a few rows of a larger matrix
+    (those are gathered and padded in blocks, never the whole matrix), as a direct transpose
+    gives; and the bit counts of some of those rows counted from the columns in chunks of
+    every width."""
     from ibp_gnn.codec._kernels import column_bit_counts
     from ibp_gnn.codec.plan import sample_columns
     rng = np.random.default_rng(6)
-    rows = rng.integers(0, 256, (1000, 22), dtype=np.uint8)   # 22 bytes: padded for w >= 32
-    words = np.pad(rows, ((0, 0), (0, 2))).view(WORD_DTYPES[w])
-    c = -(-22 // (w // 8))
-    np.testing.assert_array_equal(sample_columns(rows, w), words[:, :c].T)
+    rows = rng.integers(0, 256, (1000, 22), dtype=np.uint8)   # 22 bytes: padded to 24
+    words = np.pad(rows, ((0, 0), (0, 2))).view(np.uint64)
+    np.testing.assert_array_equal(sample_columns(rows), words.T)
     monkeypatch.setattr("ibp_gnn.codec.plan.DEFAULT_BLOCK_BYTES", 8 * 22 * 7)  # 7-row blocks
     few = np.sort(rng.choice(1000, 50, replace=False))
-    columns = sample_columns(rows, w, few)
-    np.testing.assert_array_equal(columns, words[few, :c].T)
+    columns = sample_columns(rows, few)
+    np.testing.assert_array_equal(columns, words[few].T)
+    c = -(-22 // (w // 8))
     picks = np.array([3, 0, 49, 3])
     counts = np.zeros(c * w, np.int64)
-    column_bit_counts(columns, picks, w, counts)
+    column_bit_counts(columns, picks, c, w, counts)
     chosen = np.pad(rows[few[picks]], ((0, 0), (0, c * w // 8 - 22)))
     np.testing.assert_array_equal(counts, np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
 
@@ -539,3 +540,70 @@ def test_a_planning_sample_gives_the_plan_of_the_whole_matrix():
     for field in dataclasses.fields(Plan):
         a, b = getattr(whole, field.name), getattr(sampled, field.name)
         assert np.array_equal(a, b), field.name
+
+
+def test_gather_bits_and_cluster_bits_of_some_rows():
+    """The bits rows are clustered on, read in place: bit ``8 * byte + bit`` of each chosen
+    row, and the same bits for a few rows as for all rows."""
+    from ibp_gnn.codec._kernels import gather_bits
+    from ibp_gnn.codec.plan import cluster_bits
+    rng = np.random.default_rng(7)
+    rows = rng.integers(0, 256, (200, 13), dtype=np.uint8)
+    picks = np.array([5, 0, 199, 5])
+    positions = np.array([0, 7, 8, 103, 50])
+    out = np.empty((len(picks), len(positions)), np.uint8)
+    gather_bits(rows, picks, positions, out)
+    unpacked = np.unpackbits(rows, axis=1, bitorder="little")
+    np.testing.assert_array_equal(out, unpacked[np.ix_(picks, positions)])
+    counts = unpacked.sum(0)
+    np.testing.assert_array_equal(cluster_bits(rows, counts, picks),
+                                  cluster_bits(rows, counts)[picks])
+
+
+def test_cluster_rows_fitted_on_a_sample_put_every_row_with_its_population(monkeypatch):
+    """k-means moves its centres on a sample of the rows (``KMEANS_ROWS``), then puts every
+    row with its nearest centre: three well separated populations come out whole."""
+    from ibp_gnn.codec.plan import cluster_rows
+    rng = np.random.default_rng(8)
+    prototypes = (rng.random((3, 64)) < 0.5).astype(np.uint8)
+    population = rng.integers(0, 3, 900)
+    bits = prototypes[population]
+    flips = rng.random(bits.shape) < 0.02
+    bits = np.where(flips, 1 - bits, bits).astype(np.uint8)
+    monkeypatch.setattr("ibp_gnn.codec.plan.KMEANS_ROWS", 90)
+    labels = cluster_rows(bits, 3, seed=1)
+    assert labels.shape == (900,) and labels.min() >= 0
+    for p in range(3):
+        assert len(set(labels[population == p])) == 1
+    assert len(set(labels)) == 3
+
+
+def test_alternatives_of_a_few_distinct_values_are_exact():
+    """Chunks missing the base that take only a few values (a bag-of-words column: mostly one
+    count) are searched as values with counts over all of them, never a sample: with two
+    selector bits each value gets its own exact alternative and pays only its selector."""
+    from ibp_gnn.codec import _kernels
+    from ibp_gnn.codec.plan import sample_columns
+    rng = np.random.default_rng(9)
+    values = np.array([0x3F800000, 0x40000000, 0x40400000], np.uint32)  # 1.0, 2.0, 3.0
+    column = np.zeros(4000, np.uint32)
+    missed = rng.random(4000) < 0.8        # 3,200 misses: more than REST_SAMPLE
+    column[missed] = values[rng.integers(0, 3, int(missed.sum()))]
+    rows = column.view(np.uint8).reshape(4000, 4)
+    columns = sample_columns(rows)
+    levels, slots = _kernels.MAX_SELECT_BITS + 1, 1 << _kernels.MAX_SELECT_BITS
+    alt_m = np.zeros((1, 1, levels, slots), np.uint64)
+    alt_b = np.zeros_like(alt_m)
+    rest_cost = np.zeros((1, 1, levels), np.int64)
+    rest_count = np.zeros((1, 1), np.int64)
+    base_cost = np.zeros((1, 1), np.int64)
+    full = np.array([[0xFFFFFFFF]], np.uint64)
+    _kernels.column_alternatives(columns, np.arange(4000), 1, 32, full, np.zeros_like(full),
+                                 np.array([1.0, 0.99, 0.95, 0.9]), 64, alt_m, alt_b,
+                                 rest_cost, rest_count, base_cost)
+    rest = int(missed.sum())
+    assert rest_count[0, 0] == rest and rest_count[0, 0] > _kernels.REST_SAMPLE
+    assert sorted(alt_b[0, 0, 2, :3]) == sorted(values.astype(np.uint64))
+    assert (alt_m[0, 0, 2, :3] == 0xFFFFFFFF).all() and alt_m[0, 0, 2, 3] == 0
+    assert rest_cost[0, 0, 2] == 2 * rest   # the selector, no free bits
+    assert rest_cost[0, 0, 0] == 32 * rest  # no alternatives: every miss stored whole

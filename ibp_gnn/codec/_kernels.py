@@ -6,6 +6,8 @@ Numba fall back to floats.
 """
 from __future__ import annotations
 
+import sys
+
 import numba as nb
 import numpy as np
 
@@ -67,6 +69,18 @@ def histogram_bit_counts(hist, out):
                 for b in range(8):
                     if (v >> b) & 1:
                         out[8 * p + b] += h
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def gather_bits(byte_rows, rows, positions, out):
+    """``out[i, j]`` = bit ``positions[j]`` (``8 * byte + bit``) of row ``rows[i]`` of
+    ``byte_rows`` (``[n, row_bytes]`` uint8), as uint8 0/1: a few bits of a few rows without
+    copying the rows."""
+    for i in nb.prange(rows.shape[0]):
+        row = rows[i]
+        for j in range(positions.shape[0]):
+            p = positions[j]
+            out[i, j] = (byte_rows[row, p >> 3] >> (p & 7)) & 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -140,15 +154,21 @@ def move_centers(bits, labels, sums, sizes):
 
 @nb.njit(inline="always")
 def _count_set_bits(out, first, x, w):
-    """``out[first + b] += 1`` for every set bit ``b`` of the ``w``-bit word ``x``: a
+    """``out[first + b] += 1`` for every set bit ``b`` of the ``w``-bit word ``x``."""
+    _add_set_bits(out, first, x, w, 1)
+
+
+@nb.njit(inline="always")
+def _add_set_bits(out, first, x, w, weight):
+    """``out[first + b] += weight`` for every set bit ``b`` of the ``w``-bit word ``x``: a
     branch-free pass over every bit when at least a quarter are set (it vectorizes), else one
     step per set bit."""
     if _popcount(x) * 4 > w:
         for b in range(w):
-            out[first + b] += np.int64((x >> np.uint64(b)) & _U1)
+            out[first + b] += weight * np.int64((x >> np.uint64(b)) & _U1)
         return
     while x:
-        out[first + _lowest_bit(x)] += 1
+        out[first + _lowest_bit(x)] += weight
         x &= x - _U1
 
 
@@ -181,14 +201,36 @@ def column_major(words, rows, out, first):
                     out[c, first + j] = words[rows[j], c]
 
 
+#: Order of the narrower chunks within a 64-bit word of a row: the first chunk sits in the low
+#: bits on a little-endian machine.
+_FIRST_CHUNK_LOW = sys.byteorder == "little"
+
+
+@nb.njit(inline="always")
+def _column_chunk(columns, c, j, w):
+    """Chunk ``c`` (``w`` bits) of row ``j`` of rows given column by column as 64-bit words
+    (``columns``: ``[C64, m]`` uint64, :func:`column_major` of the rows padded to 8 bytes):
+    one transposition serves every chunk width."""
+    if w == 64:
+        return columns[c, j]
+    shift = _word_shift(w)
+    per_word = 6 - shift  # log2 of the chunks per word (shifts: a division costs far more)
+    k = c & ((1 << per_word) - 1)
+    if not _FIRST_CHUNK_LOW:
+        k = (1 << per_word) - 1 - k
+    return (columns[c >> per_word, j] >> np.uint64(k << shift)) & _low(w)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_bit_counts(columns, rows, chunk_bits, out):
-    """``out[c * chunk_bits + b] += 1`` for every chunk ``columns[c, rows[i]]`` with bit ``b``
-    set (``columns``: ``[C, m]``, column ``c``'s chunks): the :func:`set_bit_counts` of those
-    rows, counted from their columns."""
-    for c in nb.prange(columns.shape[0]):  # (each column adds to its own counts)
+def column_bit_counts(columns, rows, num_chunks, chunk_bits, out):
+    """``out[c * chunk_bits + b] += 1`` for every ``chunk_bits``-bit chunk ``c <
+    num_chunks`` of the rows numbered ``rows`` with bit ``b`` set (``columns``: the rows as
+    in :func:`_column_chunk`): the :func:`set_bit_counts` of those rows, counted from their
+    columns."""
+    for c in nb.prange(num_chunks):  # (each column adds to its own counts)
         for i in range(rows.shape[0]):
-            _count_set_bits(out, c * chunk_bits, np.uint64(columns[c, rows[i]]), chunk_bits)
+            _count_set_bits(out, c * chunk_bits, _column_chunk(columns, c, rows[i], chunk_bits),
+                            chunk_bits)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -264,17 +306,22 @@ def _alt_free(x, k, sel_bits, slot_mask, slot_bitval, slot_free):
     return best
 
 
+#: Slots a kind may have at most (8 selector bits, ``io.MAX_SELECT_BITS``).
+_SLOT_LIMIT = 256
+
+
 @nb.njit(inline="always")
 def _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free):
     """Slot of the alternative of kind ``k`` that matches ``x`` with the fewest free bits (the
-    lowest slot on ties), or -1 when none matches."""
-    best = _alt_free(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
-    if best == NO_MATCH:
-        return -1
+    lowest slot on ties), or -1 when none matches: one branch-free pass, a slot's free bits
+    and number packed into one key so that a minimum finds both."""
+    none = np.int64(NO_MATCH) * _SLOT_LIMIT
+    best = none
     for s in range(1 << sel_bits[k]):
-        if slot_free[k, s] == best and (x & slot_mask[k, s]) == slot_bitval[k, s]:
-            return s
-    return -1
+        key = (np.int64(slot_free[k, s]) * _SLOT_LIMIT + s
+               if (x & slot_mask[k, s]) == slot_bitval[k, s] else none)
+        best = min(best, key)
+    return -1 if best == none else best % _SLOT_LIMIT
 
 
 @nb.njit(inline="always")
@@ -366,6 +413,8 @@ def _append(payload, q, acc, held, v, n, w):
     ``held`` pending bits sit in the low bits of ``acc`` (words fill from the most significant
     bit). Returns the new ``(q, acc, held)``: every word is stored once, when full, instead of
     being read and or-ed for each field."""
+    if held + n < w:  # (the common case: the field fits the pending word)
+        return q, _shl(acc, n) | (v & _low(n)), held + n
     while n > 0:
         take = min(n, w - held)
         acc = _shl(acc, take) | (_shr(v, n - take) & _low(take))
@@ -687,6 +736,9 @@ MAX_SELECT_BITS = 3
 #: costs a dense column about what it costs a sparse one. Alternatives are an estimate's
 #: guess either way; the encoder's sizes are exact.
 REST_SAMPLE = 1024
+#: Most distinct values the chunks missing a base may take for column_alternatives to search
+#: them as values with counts instead of chunk by chunk.
+DISTINCT_VALUES = 16
 _LEAF_STEPS = (1, 3, 7)  # alternatives (besides the empty mask) for 1, 2 and 3 selector bits
 
 
@@ -707,16 +759,19 @@ def _popcount(v):
 
 
 @nb.njit(inline="always")
-def _best_split(vals, leaf_of, leaf, sample, w, buf):
+def _best_split(vals, weights, leaf_of, leaf, sample, w, buf, buf_weights):
     """``(gain, bit)`` of the best split of ``leaf`` on one bit, judged on its first
-    ``sample`` members (copied into ``buf``): the gain is the growth of (members x bits
-    constant among them)."""
+    ``sample`` members (copied into ``buf``, each standing for ``weights`` chunks): the gain
+    is the growth of (chunks x bits constant among them)."""
+    m = 0
     n = 0
     for i in range(vals.shape[0]):
         if leaf_of[i] == leaf:
-            buf[n] = vals[i]
-            n += 1
-            if n == sample:
+            buf[m] = vals[i]
+            buf_weights[m] = weights[i]
+            n += weights[i]
+            m += 1
+            if m == sample:
                 break
     best_gain = 0
     best_bit = -1
@@ -724,7 +779,7 @@ def _best_split(vals, leaf_of, leaf, sample, w, buf):
         return best_gain, best_bit
     all_and = _ALL
     all_or = _U0
-    for i in range(n):
+    for i in range(m):
         all_and &= buf[i]
         all_or |= buf[i]
     varying = (all_and ^ all_or) & _low(w)
@@ -738,15 +793,15 @@ def _best_split(vals, leaf_of, leaf, sample, w, buf):
         and1 = _ALL
         or1 = _U0
         n1 = 0
-        for i in range(n):
+        for i in range(m):  # (branch-free: the bit splits the members at random)
             x = buf[i]
-            if (x >> np.uint64(b)) & _U1:
-                and1 &= x
-                or1 |= x
-                n1 += 1
-            else:
-                and0 &= x
-                or0 |= x
+            bit = (x >> np.uint64(b)) & _U1
+            ones = _U0 - bit  # all ones where the bit is set
+            and1 &= x | ~ones
+            or1 |= x & ones
+            and0 &= x | ones
+            or0 |= x & ~ones
+            n1 += np.int64(bit) * buf_weights[i]
         gain = (n1 * (w - _popcount((and1 ^ or1) & _low(w)))
                 + (n - n1) * (w - _popcount((and0 ^ or0) & _low(w))) - base)
         if gain > best_gain:
@@ -756,17 +811,19 @@ def _best_split(vals, leaf_of, leaf, sample, w, buf):
 
 
 @nb.njit(inline="always")
-def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_masks,
+def _leaf_patterns(vals, weights, leaf_of, leaves, w, taus, counts, sizes, matched, out_masks,
                    out_bitvals):
-    """The pattern of every leaf: majority bits of its members, masked to the bits whose
-    agreement reaches the threshold in ``taus`` that codes the members cheapest (members that
-    miss it are priced as whole chunks). Two passes over the members for all leaves."""
+    """The pattern of every leaf: majority bits of its chunks (member ``i`` stands for
+    ``weights[i]`` of them), masked to the bits whose agreement reaches the threshold in
+    ``taus`` that codes the chunks cheapest (chunks that miss it are priced whole). Two
+    passes over the members for all leaves."""
     counts[:leaves, :w] = 0
     sizes[:leaves] = 0
     for i in range(vals.shape[0]):
         leaf = leaf_of[i]
-        sizes[leaf] += 1
-        _count_set_bits(counts[leaf], 0, vals[i], w)
+        weight = weights[i]
+        sizes[leaf] += weight
+        _add_set_bits(counts[leaf], 0, vals[i], w, weight)
     nt = taus.shape[0]
     for leaf in range(leaves):
         n = sizes[leaf]
@@ -787,8 +844,7 @@ def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_m
         leaf = leaf_of[i]
         d = vals[i] ^ out_bitvals[leaf]
         for t in range(nt):
-            if (d & out_masks[leaf * nt + t]) == _U0:
-                matched[leaf * nt + t] += 1
+            matched[leaf * nt + t] += weights[i] * ((d & out_masks[leaf * nt + t]) == _U0)
     for leaf in range(leaves):
         n = sizes[leaf]
         best_cost = -1
@@ -805,27 +861,63 @@ def _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched, out_m
 
 
 @nb.njit(inline="always")
+def _distinct_values(vals, out, weights):
+    """Whether ``vals`` hold at most ``out.shape[0]`` distinct values; if so they are
+    ``out[:k]`` in order of first appearance with their counts in ``weights[:k]``, and ``k``
+    is returned second (else 0). Gives up at the first value past the limit, so columns of
+    many values pay for only a few comparisons per value seen."""
+    k = 0
+    for i in range(vals.shape[0]):
+        x = vals[i]
+        j = 0
+        while j < k and out[j] != x:
+            j += 1
+        if j == k:
+            if k == out.shape[0]:
+                return False, 0
+            out[k] = x
+            weights[k] = 0
+            k += 1
+        weights[j] += 1
+    return True, k
+
+
+@nb.njit(inline="always")
 def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals, rest_cost,
-                             all_vals, all_leaf_of, counts, sizes, matched, leaf_masks,
-                             leaf_bitvals, buf, split_gain, split_bit):
+                             all_vals, all_weights, all_leaf_of, distinct, distinct_weights,
+                             counts, sizes, matched, leaf_masks, leaf_bitvals, buf, buf_weights,
+                             split_gain, split_bit, slot_free):
     """Column ``c`` under base ``a`` for :func:`column_alternatives`: the ``rest`` chunks that
     miss the base are ``all_vals[:rest]`` (in row order; overwritten here). Works in the
-    caller's buffers (``all_vals``/``all_leaf_of`` hold one entry per row). Above
-    :data:`REST_SAMPLE` chunks, patterns are found on an evenly spaced sample of them and
-    the cost of the rest is scaled up from it."""
-    kept = rest
-    if rest > REST_SAMPLE:
-        step = (rest + REST_SAMPLE - 1) // REST_SAMPLE
-        kept = 0
-        for i in range(0, rest, step):
-            all_vals[kept] = all_vals[i]
-            kept += 1
+    caller's buffers (``all_vals``/``all_weights``/``all_leaf_of`` hold one entry per row).
+    When the rest takes at most :data:`DISTINCT_VALUES` values (a bag-of-words column: mostly
+    the same count), the search runs on those values, each weighted by its chunks; else above
+    :data:`REST_SAMPLE` chunks patterns are found on an evenly spaced sample of them and the
+    cost of the rest is scaled up from it."""
+    few, kept = _distinct_values(all_vals[:rest], distinct, distinct_weights)
+    if few:
+        all_vals[:kept] = distinct[:kept]
+        all_weights[:kept] = distinct_weights[:kept]
+    else:
+        kept = rest
+        if rest > REST_SAMPLE:
+            step = (rest + REST_SAMPLE - 1) // REST_SAMPLE
+            kept = 0
+            for i in range(0, rest, step):
+                all_vals[kept] = all_vals[i]
+                kept += 1
+        all_weights[:kept] = 1
     vals = all_vals[:kept]
+    weights = all_weights[:kept]
+    chunks = 0
+    for i in range(kept):
+        chunks += weights[i]
     leaf_of = all_leaf_of[:kept]
     leaf_of[:] = 0
     split_gain[:] = 0
     split_bit[:] = -2
     leaves = 1
+    patterned = 0  # how many leaves leaf_masks/leaf_bitvals hold the patterns of
     for s in range(MAX_SELECT_BITS + 1):
         slots = 1 << s
         target = slots - 1
@@ -834,8 +926,8 @@ def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals
             best_leaf = -1
             for leaf in range(leaves):
                 if split_bit[leaf] == -2:  # leaves keep their best split until split
-                    split_gain[leaf], split_bit[leaf] = _best_split(vals, leaf_of, leaf,
-                                                                    sample, w, buf)
+                    split_gain[leaf], split_bit[leaf] = _best_split(
+                        vals, weights, leaf_of, leaf, sample, w, buf, buf_weights)
                 if split_gain[leaf] > best_gain:
                     best_gain = split_gain[leaf]
                     best_leaf = leaf
@@ -852,21 +944,24 @@ def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals
             alt_masks[a, c, s, v] = _U0
             alt_bitvals[a, c, s, v] = _U0
         if target and kept:
-            _leaf_patterns(vals, leaf_of, leaves, w, taus, counts, sizes, matched,
-                           leaf_masks, leaf_bitvals)
+            if patterned != leaves:  # (no leaf split since the last level: same patterns)
+                _leaf_patterns(vals, weights, leaf_of, leaves, w, taus, counts, sizes, matched,
+                               leaf_masks, leaf_bitvals)
+                patterned = leaves
             for leaf in range(min(leaves, target)):
                 alt_masks[a, c, s, leaf] = leaf_masks[leaf]
                 alt_bitvals[a, c, s, leaf] = leaf_bitvals[leaf]
+        for v in range(slots):
+            slot_free[v] = w - _popcount(alt_masks[a, c, s, v])
         total = 0
         for i in range(kept):
             x = vals[i]
             best = w
             for v in range(slots):
-                m = alt_masks[a, c, s, v]
-                if (x & m) == alt_bitvals[a, c, s, v]:
-                    best = min(best, w - _popcount(m))
-            total += s + best
-        rest_cost[a, c, s] = total * rest // max(kept, 1)
+                if (x & alt_masks[a, c, s, v]) == alt_bitvals[a, c, s, v]:
+                    best = min(best, slot_free[v])
+            total += weights[i] * (s + best)
+        rest_cost[a, c, s] = total * rest // max(chunks, 1)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -874,8 +969,8 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
                         sample, alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
     """Alternative patterns of every column for every candidate base pattern, and their cost.
 
-    ``words``: ``[C, m]`` chunks of some rows, column by column (each column's chunks
-    contiguous), of which the ``n`` numbered ``rows`` are planned from (in that order);
+    ``words``: some rows column by column as 64-bit words (:func:`_column_chunk`), of which
+    the ``n`` numbered ``rows`` are planned from (in that order);
     ``base_masks/base_bitvals``: ``[B, C]`` candidate base patterns. For base ``a`` and column
     ``c`` the chunks that miss the base pattern ("the rest") are split greedily on single bits
     into up to 7 groups, each coded against its own pattern. Outputs:
@@ -913,24 +1008,28 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
     for task in nb.prange(tasks):
         missed = np.empty(n, np.uint64)    # chunks missing the tightest base
         all_vals = np.empty(n, np.uint64)
+        all_weights = np.empty(n, np.int64)
         all_leaf_of = np.empty(n, np.int64)
+        distinct = np.empty(DISTINCT_VALUES, np.uint64)
+        distinct_weights = np.empty(DISTINCT_VALUES, np.int64)
         counts = np.zeros((8, 64), np.int64)
         sizes = np.zeros(8, np.int64)
         matched = np.zeros(8 * nt, np.int64)
         leaf_masks = np.zeros(8 * nt, np.uint64)
         leaf_bitvals = np.zeros(8, np.uint64)
         buf = np.empty(sample, np.uint64)
+        buf_weights = np.empty(sample, np.int64)
         split_gain = np.zeros(8, np.int64)
         split_bit = np.zeros(8, np.int64)
+        slot_free = np.zeros(8, np.int64)
         for c in range(task, num_chunks, tasks):
             num_missed = 0
             bm = base_masks[0, c]
             bv = base_bitvals[0, c]
-            for i in range(n):
-                x = np.uint64(words[c, rows[i]])
-                if (x & bm) != bv:
-                    missed[num_missed] = x
-                    num_missed += 1
+            for i in range(n):  # (branch-free: whether a chunk misses is a coin toss)
+                x = _column_chunk(words, c, rows[i], w)
+                missed[num_missed] = x
+                num_missed += (x & bm) != bv
             for a in range(num_bases):
                 if first[a, c] != a:
                     continue
@@ -940,21 +1039,20 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
                 if nested[a, c]:
                     for i in range(num_missed):
                         x = missed[i]
-                        if (x & bm) != bv:
-                            all_vals[rest] = x
-                            rest += 1
+                        all_vals[rest] = x
+                        rest += (x & bm) != bv
                 else:
                     for i in range(n):
-                        x = np.uint64(words[c, rows[i]])
-                        if (x & bm) != bv:
-                            all_vals[rest] = x
-                            rest += 1
+                        x = _column_chunk(words, c, rows[i], w)
+                        all_vals[rest] = x
+                        rest += (x & bm) != bv
                 rest_count[a, c] = rest
                 base_cost[a, c] = (n - rest) * (w - _popcount(bm))
                 _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks,
-                                         alt_bitvals, rest_cost, all_vals, all_leaf_of, counts,
-                                         sizes, matched, leaf_masks, leaf_bitvals, buf,
-                                         split_gain, split_bit)
+                                         alt_bitvals, rest_cost, all_vals, all_weights,
+                                         all_leaf_of, distinct, distinct_weights, counts, sizes,
+                                         matched, leaf_masks, leaf_bitvals, buf, buf_weights,
+                                         split_gain, split_bit, slot_free)
     for c in range(num_chunks):
         for a in range(num_bases):
             f = first[a, c]

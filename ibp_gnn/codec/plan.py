@@ -221,6 +221,8 @@ GROUP_COUNTS = (4, 8, 16)
 CLUSTER_BITS = 128
 MIN_GROUP_ROWS = 16
 KMEANS_ROUNDS = 10
+#: Rows k-means moves its centres on (every row is then put with its nearest centre).
+KMEANS_ROWS = 2048
 #: A group count ``k`` must store the sample at least ``MIN_GROUP_GAIN * k / GROUP_COUNTS[0]``
 #: smaller than the best count before it (or one group) to be taken, and to go on to the
 #: next count: each count costs a clustering and a pattern search, and the encoder scores
@@ -307,8 +309,8 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
 
     best = []
     estimated = []
-    pick = discovery_rows(n, seed + 1)
-    discovered = {}  # width -> [C, m] chunks of the rows ``pick``, for the row-group search
+    # the rows patterns are discovered from, column by column (every width reads them)
+    columns = sample_columns(byte_rows, discovery_rows(n, seed + 1)) if extended and rb else None
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -321,8 +323,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
                     size, plan = size2, plan2
         best.append((int(size), plan, None))
         if extended and n and rb:
-            discovered[w] = sample_columns(byte_rows, w, pick)
-            estimated += extended_plans(discovered[w], counts, n, w,
+            estimated += extended_plans(columns, plan.num_chunks, counts, n, w,
                                         plan.threshold, num_rows=num_rows)
     if estimated:
         # exact sizes cost a pass over every row: only for the candidates whose estimate is
@@ -338,7 +339,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
         estimate = next((bits for plan_x, bits in estimated if plan_x is plan), None)
         plan, scored = grouped_plan(byte_rows, counts, plan, size, scored, seed=seed,
                                     num_rows=num_rows, block_bytes=block_bytes,
-                                    columns=discovered.get(plan.chunk_bits),
+                                    columns=columns,
                                     single_estimate=estimate)
     if scored is None or n != num_rows:
         return plan, None, None
@@ -361,37 +362,39 @@ def discovery_rows(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, DISCOVERY_ROWS, replace=False))
 
 
-def sample_columns(byte_rows: np.ndarray, w: int, rows: np.ndarray | None = None) -> np.ndarray:
-    """The ``w``-bit chunks of the rows (those numbered ``rows``, default all) column by
-    column: ``[C, m]``."""
+def sample_columns(byte_rows: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """The rows (those numbered ``rows``, default all) column by column, as the 64-bit words
+    of the rows padded to 8 bytes: uint64 ``[C64, m]``. The planner's kernels read chunks of
+    any width from it (``_kernels._column_chunk``), so one transposition serves them all."""
     n, rb = byte_rows.shape
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
-    out = np.empty((-(-rb // (w // 8)), len(rows)), WORD_DTYPES[w])
+    out = np.empty((-(-rb // 8), len(rows)), np.uint64)
     if len(rows) * 4 > n:
-        _kernels.column_major(padded_words(byte_rows, w // 8).view(WORD_DTYPES[w]), rows, out, 0)
+        _kernels.column_major(padded_words(byte_rows).view(np.uint64), rows, out, 0)
         return out
     # a few rows of a large matrix: pad only those (padding every row would copy the matrix)
     step = max(1, DEFAULT_BLOCK_BYTES // 8 // max(rb, 1))
     for lo in range(0, len(rows), step):
-        block = padded_words(byte_rows[rows[lo:lo + step]], w // 8).view(WORD_DTYPES[w])
+        block = padded_words(byte_rows[rows[lo:lo + step]]).view(np.uint64)
         _kernels.column_major(block, np.arange(len(block)), out, lo)
     return out
 
 
-def extended_plans(columns: np.ndarray, counts: np.ndarray, n: int, w: int, threshold: float,
-                   *, num_rows: int | None = None,
+def extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarray, n: int, w: int,
+                   threshold: float, *, num_rows: int | None = None,
                    members: np.ndarray | None = None) -> list[tuple[Plan, float]]:
     """Per-column base and alternative patterns (see :func:`plan_rows`): ``[(plan, bits)]``,
     the best plan with a bitmap header and the best with a list header by the bits they cost
     on ``num_rows`` rows (default: ``n``) plus the bits their alternative patterns cost, and
     that estimate of their stored bits (columns priced independently).
 
-    ``columns``: ``[C, m]`` chunks of the rows the patterns are discovered from
-    (:func:`sample_columns`), or of more rows when ``members`` numbers those among them;
+    ``columns``: the rows the patterns are discovered from, column by column
+    (:func:`sample_columns`), or more rows when ``members`` numbers those among them;
+    ``num_chunks``: the ``w``-bit chunks of a row;
     ``counts``: the :func:`bit_counts` of ``n`` rows the base patterns are chosen from (the
     same rows or more).
     """
-    c = columns.shape[0]
+    c = num_chunks
     wd = WORD_DTYPES[w]
     ts = tuple(sorted(set(BASE_THRESHOLDS) | {float(threshold)}))
     majority, masks = _candidate_masks(counts, n, w, c, ts)
@@ -454,27 +457,32 @@ def table_bits(plan: Plan) -> int:
 def cluster_bits(byte_rows: np.ndarray, counts: np.ndarray,
                  rows: np.ndarray | None = None) -> np.ndarray:
     """The :data:`CLUSTER_BITS` bit positions whose values vary most (highest binary entropy
-    over the rows ``counts`` came from) of every row (of those numbered ``rows``, default
-    all): uint8 0/1 ``[n, B]``, ``B`` at most :data:`CLUSTER_BITS` (0 when no bit varies)."""
+    over all rows of ``byte_rows``, whose :func:`bit_counts` are ``counts``) of every row (of
+    those numbered ``rows``, default all): uint8 0/1 ``[n, B]``, ``B`` at most
+    :data:`CLUSTER_BITS` (0 when no bit varies)."""
     n = len(byte_rows) if rows is None else len(rows)
-    total = max(int(counts.max(initial=0)), 1)
-    p = counts[:byte_rows.shape[1] * 8] / max(total, n)
+    p = counts[:byte_rows.shape[1] * 8] / max(len(byte_rows), 1)
     varying = np.flatnonzero((p > 0) & (p < 1))
     spread = np.minimum(p[varying], 1 - p[varying])  # entropy grows with this
     top = varying[np.argsort(-spread, kind="stable")[:CLUSTER_BITS]]
-    # only the bytes holding those bits are gathered; indexing columns gives a column-major
-    # array, and the kernels walk rows
-    picked = byte_rows[:, top // 8] if rows is None else byte_rows[np.ix_(rows, top // 8)]
-    return np.ascontiguousarray((picked >> (top % 8).astype(np.uint8)) & 1)
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    out = np.empty((n, len(top)), np.uint8)
+    _kernels.gather_bits(byte_rows, rows, top.astype(np.int64), out)
+    return out
 
 
 def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Row clusters ``[n]`` (ids below ``k``) of rows given by their :func:`cluster_bits`
-    (``[n, B]``): k-means, seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds."""
+    (``[n, B]``): k-means, seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds on
+    :data:`KMEANS_ROWS` of the rows at most."""
     n = len(bits)
     if bits.shape[1] == 0 or n < k:
         return np.zeros(n, np.int64)
     rng = np.random.default_rng(seed)
+    every = bits
+    if n > KMEANS_ROWS:  # centres found on some rows, then every row put with its nearest
+        bits = bits[np.sort(rng.choice(n, KMEANS_ROWS, replace=False))]
+        n = KMEANS_ROWS
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
     chosen = [int(rng.integers(n))]
@@ -487,11 +495,16 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     sums = bits[chosen].astype(np.int64)               # centres as sums of rows / row counts
     sizes = np.ones(len(chosen), np.int64)
     labels = np.full(n, -1, np.int64)
+    moved = True
     for _ in range(KMEANS_ROUNDS):
-        if not _kernels.nearest_centers(bits, sums, sizes, labels):
-            return labels  # converged: the centres would not move again
+        moved = _kernels.nearest_centers(bits, sums, sizes, labels)
+        if not moved:
+            break  # converged: the centres would not move again
         _kernels.move_centers(bits, labels, sums, sizes)
-    _kernels.nearest_centers(bits, sums, sizes, labels)
+    if every is bits and not moved:
+        return labels
+    labels = np.full(len(every), -1, np.int64)
+    _kernels.nearest_centers(every, sums, sizes, labels)
     return labels
 
 
@@ -537,11 +550,12 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     n = len(byte_rows)
     num_rows = num_rows or n
     w = single.chunk_bits
+    c = single.num_chunks
     pick = discovery_rows(n, seed + 1)
     sampled = len(pick) < n
     m = len(pick)
     if columns is None:
-        columns = sample_columns(byte_rows, w, pick)
+        columns = sample_columns(byte_rows, pick)
     # patterns fit the rows they were found on better than others: when there are other rows,
     # the counts are compared on those
     scoring = byte_rows
@@ -560,9 +574,9 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
             members = np.flatnonzero(labels == g)
             if len(members) < MIN_GROUP_ROWS:
                 continue
-            group_counts = np.zeros(columns.shape[0] * w, np.int64)
-            _kernels.column_bit_counts(columns, members, w, group_counts)
-            found = extended_plans(columns, group_counts, len(members), w, single.threshold,
+            group_counts = np.zeros(c * w, np.int64)
+            _kernels.column_bit_counts(columns, members, c, w, group_counts)
+            found = extended_plans(columns, c, group_counts, len(members), w, single.threshold,
                                    num_rows=max(1, num_rows * len(members) // m),
                                    members=members)
             plan_g, bits_g = next(f for f in found if f[0].list_header == single.list_header)
