@@ -18,8 +18,8 @@ mkdir -p bench/results
       "$data"/normalized/{cora,amazon_computers,tolokers,pygod_reddit}.npz \
       "$data"/derived/amazon_computers_pca100.npz
   echo
-  echo "\$ python scripts/space_table.py --rows 1000000 --repeats 1 $data/normalized/{tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
-  python scripts/space_table.py --rows 1000000 --repeats 1 \
+  echo "\$ python scripts/space_table.py --rows 1000000 --repeats 3 $data/normalized/{tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
+  python scripts/space_table.py --rows 1000000 --repeats 3 \
       "$data"/normalized/{tolokers,pygod_reddit}.npz "$data"/derived/amazon_computers_pca100.npz
   echo
   echo "\$ ibp-gnn bench codec $data/normalized/*.npz $data/derived/*.npz"
