@@ -862,10 +862,10 @@ def _leaf_patterns(vals, weights, leaf_of, leaves, w, taus, counts, sizes, match
 
 @nb.njit(inline="always")
 def _distinct_values(vals, out, weights):
-    """Whether ``vals`` hold at most ``out.shape[0]`` distinct values; if so they are
-    ``out[:k]`` in order of first appearance with their counts in ``weights[:k]``, and ``k``
-    is returned second (else 0). Gives up at the first value past the limit, so columns of
-    many values pay for only a few comparisons per value seen."""
+    """``(few, k)``: whether ``vals`` hold at most ``out.shape[0]`` distinct values and, if so,
+    how many; they are then ``out[:k]``, in order of first appearance, with their counts in
+    ``weights[:k]``. Gives up at the first value past the limit, so columns of many values pay
+    for only a few comparisons per value seen."""
     k = 0
     for i in range(vals.shape[0]):
         x = vals[i]
