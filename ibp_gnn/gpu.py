@@ -460,6 +460,17 @@ def _small_to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 # -- compressed rows -------------------------------------------------------------------------
 
+def device_offset_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray, int]:
+    """``cm.offset_tables()`` as the decode kernels read them: relative offsets of 16 or 32
+    bits (8-bit ones are widened to 16: the tables live in GPU memory, where two bytes a row
+    cost nothing that matters, and the kernels need one type fewer)."""
+    lo, block_base, shift = cm.offset_tables()
+    lo = np.asarray(lo)
+    if lo.dtype not in (np.uint16, np.uint32):
+        lo = lo.astype(np.uint16 if lo.dtype == np.uint8 else np.uint32)
+    return lo, block_base, shift
+
+
 def column_alternatives(cm: CompressedMatrix):
     """Per-column selector bits (uint8 ``[C]``) and first alternative (uint32 ``[C]``), and the
     alternative patterns (``[A]`` words), as the decode kernel reads them."""
@@ -532,10 +543,7 @@ class DeviceCompressedMatrix:
             self._payload_dev = _to_device_bytes(payload, self.device)
             self._payload_ptr = self._payload_dev.data_ptr()
         # a raw layout keeps no offset tables on the host; the kernel reads them from the device
-        lo, block_base, self._offset_shift = cm.offset_tables()
-        lo = np.asarray(lo)
-        if lo.dtype not in (np.uint16, np.uint32):
-            lo = lo.astype(np.uint32)
+        lo, block_base, self._offset_shift = device_offset_tables(cm)
         self._offset_bits = lo.dtype.itemsize * 8
         self._offset_lo = _small_to_device(lo, self.device)
         self._block_base = _small_to_device(block_base.astype(np.uint64, copy=False), self.device)

@@ -150,8 +150,8 @@ def test_sparse_rows_compress_and_dense_random_rows_stay_raw():
 
 
 def test_rows_too_narrow_to_encode_are_kept_raw_without_offsets(tmp_path):
-    x = (np.random.default_rng(0).random((10000, 4)) < 0.05).astype(np.int8)
-    cm = compress(x)  # one 32-bit chunk per row: a header word alone is as large as the row
+    x = np.random.default_rng(0).integers(-128, 128, (10000, 4)).astype(np.int8)
+    cm = compress(x)  # random rows of 4 bytes: a header and an offset alone cost a third
     assert cm.raw_layout and cm.host_bytes <= x.nbytes + 64
     assert_bits_equal(cm.decode([9999, 3]), torch.from_numpy(x[[9999, 3]]))
     lo, base, shift = cm.offset_tables()
@@ -250,20 +250,39 @@ def test_block_processing_matches_single_block():
 
 
 def test_offsets_split_into_blocks():
-    x = torch.zeros(70000, 8)  # more rows than one offset block, one header word each
+    x = torch.zeros(70000, 8)  # one header word a row: 8-bit offsets in blocks of 256 rows
     x[69999, 3] = 1.0
     cm = compress(x)
-    assert cm.offset_lo.dtype == np.uint16
-    assert cm.offset_shift == 16 and cm.block_base.shape == (2,)
-    assert_bits_equal(cm.decode([0, 65535, 65536, 69999]), x[[0, 65535, 65536, 69999]])
+    assert cm.offset_lo.dtype == np.uint8
+    assert cm.offset_shift == 8 and cm.block_base.shape == (274,)
+    rows = [0, 255, 256, 65535, 65536, 69999]
+    assert_bits_equal(cm.decode(rows), x[rows])
+
+
+@pytest.mark.parametrize("row_words, long_row, dtype, shift", [
+    (1, None, np.uint8, 8),     # 256 rows of 1 word: relative offsets up to 255
+    (1, 3999, np.uint8, 7),     # one row of 8 words: its block of 256 would reach 262
+    (3, None, np.uint8, 6),     # 64 rows of 3 words: up to 189
+    (40, None, np.uint16, 10),  # 8 bits a row plus a base every 4 rows would cost more
+    (70000, None, np.uint32, 16),
+])
+def test_offset_tables_are_the_smallest_that_hold_the_offsets(row_words, long_row, dtype,
+                                                              shift):
+    offsets = np.arange(5001, dtype=np.int64) * row_words
+    if long_row is not None:
+        offsets[long_row + 1:] += 7
+    lo, base, got_shift = split_offsets(offsets)
+    assert lo.dtype == dtype and got_shift == shift
+    assert len(base) == (5000 >> shift) + 1
+    np.testing.assert_array_equal(base[np.arange(5001) >> shift].astype(np.int64) + lo, offsets)
 
 
 def test_long_rows_get_32_bit_offsets():
-    x = (1 + np.random.default_rng(0).random((40, 16000)) / 2).astype(np.float32)
-    cm = compress(x)  # encoded rows of ~5,600 words: 16 of them overflow 16-bit offsets
+    x = (1 + np.random.default_rng(0).random((6, 100000)) / 2).astype(np.float32)
+    cm = compress(x)  # encoded rows of about 69,000 words: one overflows 16-bit offsets
     assert not cm.raw_layout
     assert cm.offset_lo.dtype == np.uint32
-    assert_bits_equal(cm.decode([39, 0]), torch.from_numpy(x[[39, 0]]))
+    assert_bits_equal(cm.decode([5, 0]), torch.from_numpy(x[[5, 0]]))
 
 
 def test_column_kinds_pack_and_unpack():

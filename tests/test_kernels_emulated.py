@@ -6,6 +6,7 @@ check performance, the memory model or real warp scheduling."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import shutil
 import subprocess
@@ -181,7 +182,7 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     b = len(idx)
     out = np.full((b, cm.row_bytes), 0x5A, np.uint8)
     ityp = "i32" if idx.dtype == np.int32 else "i64"
-    offset_lo, block_base, offset_shift = cm.offset_tables()
+    offset_lo, block_base, offset_shift = gpu.device_offset_tables(cm)
     otyp = "o16" if offset_lo.dtype == np.uint16 else "o32"
     fn = getattr(lib, f"emu_ibp_decode_w{cm.chunk_bits}_{ityp}_{otyp}")
     # keep every array referenced while the kernel runs (cm.mask is computed on access)
@@ -229,7 +230,7 @@ def _matrices():
     yield "wide_dense", rng.standard_normal((12, 4500)).astype(np.float32)  # long encoded rows
     yield "dense_mixed", np.concatenate([rng.standard_normal((50, 64)).astype(np.float32),
                                          np.zeros((50, 64), np.float32)])
-    yield "wide_random", rng.integers(-2**31, 2**31, (40, 6000)).astype(np.int32)  # u32 offsets
+    yield "wide_random", rng.integers(-2**31, 2**31, (40, 6000)).astype(np.int32)  # raw rows
     yield "i16_rows3d", rng.integers(0, 4, (70, 5, 7)).astype(np.int16)
     mixed = np.concatenate([(rng.random((150, 40)) < 0.05).astype(np.float32),  # row groups
                             rng.standard_normal((150, 40)).astype(np.float32).round(1),
@@ -242,7 +243,7 @@ def _matrices():
 
 
 MATRICES = dict(_matrices())
-# a quick subset by default (raw and encoded rows, both offset widths, long rows, list rounds
+# a quick subset by default (raw and encoded rows, 8- and 16-bit offsets, long rows, list rounds
 # of 32 entries); all with --runslow
 QUICK = {"f32_sparse", "f16_odd", "wide_random", "clustered", "list_full_rounds"}
 CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
@@ -272,10 +273,12 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
 
 
 def test_emulated_cases_cover_the_format():
-    """The matrices above reach raw and encoded rows, both offset widths, both header kinds,
-    selectors, row groups, and encoded rows longer than the per-warp buffer."""
+    """The matrices above reach raw and encoded rows, 8- and 16-bit offsets (8-bit ones reach
+    the kernels widened to 16; 32-bit ones need rows of over 32,768 words, and the next test
+    widens tables to reach that kernel), both header kinds, selectors, row groups, and encoded
+    rows longer than the per-warp buffer."""
     kinds, offsets, long_rows, headers, selectors = set(), set(), False, set(), set()
-    groups = set()
+    groups, device_offsets = set(), set()
     for x in MATRICES.values():
         for w in (16, 32, 64):
             cm = compress(x, chunk_bits=w)
@@ -284,14 +287,29 @@ def test_emulated_cases_cover_the_format():
             selectors |= set(int(s) for s in cm.kind_select_bits)
             kinds |= {bool(f) for f in cm.raw_flags}
             offsets.add(cm.offset_tables()[0].dtype)
+            device_offsets.add(gpu.device_offset_tables(cm)[0].dtype)
             enc = cm.row_words[~cm.raw_flags]
             long_rows |= bool(len(enc) and enc.max() * w // 8 > 2048)
     assert kinds == {True, False}
     assert headers == {True, False}
     assert groups == {True, False}
     assert selectors >= {0, 1, 2, 3}
-    assert offsets == {np.dtype(np.uint16), np.dtype(np.uint32)}
+    assert offsets == {np.dtype(np.uint8), np.dtype(np.uint16)}
+    assert device_offsets == {np.dtype(np.uint16)}
     assert long_rows
+
+
+def test_emulated_decode_reads_every_offset_width(libs):
+    """The same rows through the 16- and 32-bit offset kernels: 8-bit tables widened to 16 bits
+    (what a device gets) and to 32 bits."""
+    cm = compress(MATRICES["f32_sparse"], chunk_bits=32)
+    assert cm.offset_lo.dtype == np.uint8
+    idx = np.random.default_rng(2).integers(0, cm.num_rows, 200)
+    exp = expected_bytes(cm, idx)
+    for dtype in (np.uint16, np.uint32):
+        wide = dataclasses.replace(cm, offset_lo=cm.offset_lo.astype(dtype))
+        assert gpu.device_offset_tables(wide)[0].dtype == dtype
+        np.testing.assert_array_equal(emu_decode(libs["ibp_decode.cu"], wide, idx), exp)
 
 
 def test_emulated_decode_bad_index_writes_zeros(libs):

@@ -159,6 +159,23 @@ def test_version_2_files_still_load(tmp_path):
     assert_bits_equal(cm.decode(), x)
 
 
+def test_8_bit_offsets_store_and_version_3_files_still_load(tmp_path):
+    """Short rows get 8-bit relative offsets, which a store file keeps; a version 3 file (16-
+    or 32-bit offsets only) reads as before."""
+    x = (torch.rand(3000, 40) < 0.02).to(torch.float32)      # a few words a row
+    cm = compress(x)
+    assert cm.offset_lo.dtype == np.uint8
+    cm.save(tmp_path / "short.ibp")
+    assert_bits_equal(load(tmp_path / "short.ibp").decode(), x)
+    y = torch.randn(300, 256).round(decimals=1)              # about 70 words a row
+    wide = compress(y)
+    assert wide.offset_lo.dtype == np.uint16 and not wide.raw_layout
+    path = tmp_path / "v3.ibp"
+    wide.save(path)
+    rewrite_as_version(path, 3)
+    assert_bits_equal(load(path).decode(), y)
+
+
 def test_row_group_ids_beyond_the_groups_are_refused(tmp_path):
     x = (torch.rand(300, 64) < 0.2).to(torch.float32) * torch.randn(300, 64)
     single = compress(x).plan()

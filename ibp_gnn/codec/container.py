@@ -19,18 +19,43 @@ KIND_BITS = (0, 1, 2, 4, 8, 16, 32)
 def split_offsets(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Absolute word offsets int64 ``[N + 1]`` -> ``(offset_lo, block_base, offset_shift)``.
 
-    uint16 relative offsets when blocks of at least 16 rows fit them, else uint32; the largest
-    block (shift <= 16) that fits keeps ``block_base`` small.
+    The smallest tables among uint8, uint16 and uint32 relative offsets, each with the largest
+    block (``offset_shift <= 16``) whose relative offsets it holds: short rows (a few words
+    each) take one byte per row, where two bytes would cost them a tenth of their size.
     """
-    idx = np.arange(len(offsets))
-    for dtype, min_shift in ((np.uint16, 4), (np.uint32, 0)):
-        limit = np.iinfo(dtype).max
-        for shift in range(16, min_shift - 1, -1):
-            base = offsets[::1 << shift]
-            lo = offsets - base[idx >> shift]
-            if len(lo) == 0 or lo.max() <= limit:
-                return lo.astype(dtype), base.astype(np.uint64), shift
-    raise ValueError("a row is too long for 32-bit relative offsets")
+    n = len(offsets)
+    best = None
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        shift = _largest_block_shift(offsets, np.iinfo(dtype).max)
+        if shift is None:
+            continue
+        size = n * np.dtype(dtype).itemsize + 8 * (-(-n // (1 << shift)))
+        if best is None or size < best[0]:
+            best = (size, dtype, shift)
+    if best is None:
+        raise ValueError("a row is too long for 32-bit relative offsets")
+    _, dtype, shift = best
+    base = offsets[::1 << shift]
+    lo = offsets - base[np.arange(n) >> shift]
+    return lo.astype(dtype), base.astype(np.uint64), shift
+
+
+def _largest_block_shift(offsets: np.ndarray, limit: int) -> int | None:
+    """The largest ``shift <= 16`` for which every offset minus the first offset of its block
+    of ``2**shift`` rows is at most ``limit`` (None when even single rows exceed it). The
+    offsets never decrease, so a block's largest relative offset is its last one."""
+    n = len(offsets)
+    if n == 0:
+        return 16
+    for shift in range(16, -1, -1):
+        size = 1 << shift
+        starts = offsets[::size]
+        ends = offsets[size - 1::size]
+        widest = int((ends - starts[:len(ends)]).max(initial=0))
+        widest = max(widest, int(offsets[-1] - starts[-1]))
+        if widest <= limit:
+            return shift
+    return None
 
 
 def pack_kinds(ids: np.ndarray, kind_bits: int) -> np.ndarray:
@@ -148,7 +173,8 @@ class CompressedMatrix:
             bits, their value) of each distinct column kind.
         column_kinds: uint32 words packing each column's kind id in ``kind_bits`` bits.
         payload: ``[total_words]`` words of width ``W``: the rows back to back.
-        offset_lo: uint16/uint32 ``[N + 1]``; block_base: uint64 ``[(N >> offset_shift) + 1]``:
+        offset_lo: uint8/uint16/uint32 ``[N + 1]``; block_base: uint64
+            ``[(N >> offset_shift) + 1]``:
             row ``i`` starts at word ``block_base[i >> offset_shift] + offset_lo[i]``.
         threshold: the invariance threshold the masks were chosen with (information only).
         raw_layout: every row is stored raw and the offsets are implicit (row ``i`` is words

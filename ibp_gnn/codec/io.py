@@ -19,10 +19,11 @@ from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
 from .plan import MAX_GROUPS, list_header_fits
 
 MAGIC = b"\x89IBPGNN\n"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # version 1 files are the basic format (no alternatives, bitmap headers); version 2 files have
-# no row groups; version 3 adds 16-bit chunks and row groups
-READ_VERSIONS = (1, 2, 3)
+# no row groups; version 3 adds 16-bit chunks and row groups; version 4 adds 8-bit relative
+# row offsets
+READ_VERSIONS = (1, 2, 3, 4)
 SECTION_ALIGNMENT = 4096
 _SECTIONS_V1 = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base",
                 "payload")
@@ -210,7 +211,7 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
               "block_base": ((((n >> cm.offset_shift) + 1) * tables,), np.dtype(np.uint64))}
     for name, (shape, dt) in expect.items():
         arr = getattr(cm, name)
-        ok_dtype = arr.dtype in (np.uint16, np.uint32) if dt is None else arr.dtype == dt
+        ok_dtype = arr.dtype in (np.uint8, np.uint16, np.uint32) if dt is None else arr.dtype == dt
         if not ok_dtype or arr.ndim != 1 or (shape is not None and arr.shape != shape):
             fail(f"{name} has dtype {arr.dtype} and shape {arr.shape}")
     if c and (k < 1 or k > (1 << cm.kind_bits) or cm.column_kind_ids().max() >= k):
