@@ -462,8 +462,8 @@ def _small_to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def device_offset_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray, int]:
     """``cm.offset_tables()`` as the decode kernels read them: relative offsets of 16 or 32
-    bits (8-bit ones are widened to 16: the tables live in GPU memory, where two bytes a row
-    cost nothing that matters, and the kernels need one type fewer)."""
+    bits. 8-bit ones are widened to 16, which costs one byte of GPU memory per row (the host
+    keeps one) and saves the kernels a third offset type."""
     lo, block_base, shift = cm.offset_tables()
     lo = np.asarray(lo)
     if lo.dtype not in (np.uint16, np.uint32):
