@@ -29,6 +29,10 @@ def test_inspect_json(npz, capsys):
     assert report["raw_bytes"] == x.nbytes
     assert report["ratio"] == pytest.approx(report["raw_bytes"] / report["host_bytes"])
     assert report["host_bytes"] <= report["payload_bytes"] + 5 * report["rows"] + 2 * 129 * 8
+    # where the host bytes go: rows, their offsets (8, 16 or 32 bits each), pattern tables
+    assert report["host_bytes"] == (report["payload_bytes"] + report["offset_bytes"]
+                                    + report["pattern_bytes"])
+    assert report["offset_bits"] in (8, 16, 32)
     # the bit-entropy bound, computed independently: every bit position's binary entropy
     bits = np.unpackbits(x.view(np.uint8), axis=1)
     p = bits.mean(0)
