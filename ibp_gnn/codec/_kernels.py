@@ -895,6 +895,7 @@ def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals
     :data:`REST_SAMPLE` chunks patterns are found on an evenly spaced sample of them and the
     cost of the rest is scaled up from it."""
     few, kept = _distinct_values(all_vals[:rest], distinct, distinct_weights)
+    chunks = rest  # the chunks the kept values stand for
     if few:
         all_vals[:kept] = distinct[:kept]
         all_weights[:kept] = distinct_weights[:kept]
@@ -907,11 +908,9 @@ def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals
                 all_vals[kept] = all_vals[i]
                 kept += 1
         all_weights[:kept] = 1
+        chunks = kept
     vals = all_vals[:kept]
     weights = all_weights[:kept]
-    chunks = 0
-    for i in range(kept):
-        chunks += weights[i]
     leaf_of = all_leaf_of[:kept]
     leaf_of[:] = 0
     split_gain[:] = 0

@@ -310,7 +310,7 @@ def plan_rows(byte_rows: np.ndarray, *, chunk_bits="auto", thresholds=None,
     best = []
     estimated = []
     # the rows patterns are discovered from, column by column (every width reads them)
-    columns = sample_columns(byte_rows, discovery_rows(n, seed + 1)) if extended and rb else None
+    columns = sample_columns(byte_rows, discovery_rows(n, seed)) if extended and rb else None
     for w in widths:
         size, t, plan = best_of(w, thresholds)
         if refine:  # finer thresholds between the best one's neighbours
@@ -356,10 +356,11 @@ def score_rows(byte_rows: np.ndarray, plan: Plan, block_bytes: int = DEFAULT_BLO
 
 def discovery_rows(n: int, seed: int) -> np.ndarray:
     """The rows patterns are discovered from: all ``n``, or :data:`DISCOVERY_ROWS` of them
-    drawn at random (sorted)."""
+    drawn at random (sorted), from a stream of their own derived from the planner's ``seed``
+    (the planning sample draws from ``seed`` itself)."""
     if n <= DISCOVERY_ROWS:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, DISCOVERY_ROWS, replace=False))
+    return np.sort(np.random.default_rng(seed + 1).choice(n, DISCOVERY_ROWS, replace=False))
 
 
 def sample_columns(byte_rows: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -479,32 +480,32 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     if bits.shape[1] == 0 or n < k:
         return np.zeros(n, np.int64)
     rng = np.random.default_rng(seed)
-    every = bits
-    if n > KMEANS_ROWS:  # centres found on some rows, then every row put with its nearest
-        bits = bits[np.sort(rng.choice(n, KMEANS_ROWS, replace=False))]
-        n = KMEANS_ROWS
+    fit = bits  # the rows the centres move on; every row is then put with its nearest
+    if n > KMEANS_ROWS:
+        fit = bits[np.sort(rng.choice(n, KMEANS_ROWS, replace=False))]
+    m = len(fit)
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
-    chosen = [int(rng.integers(n))]
-    far = _kernels.bit_distances(bits, chosen[0])  # squared distance to the nearest centre
+    chosen = [int(rng.integers(m))]
+    far = _kernels.bit_distances(fit, chosen[0])  # squared distance to the nearest centre
     for _ in range(1, k):
         if far.sum() == 0:
             break
-        chosen.append(int(rng.choice(n, p=far / far.sum())))
-        far = np.minimum(far, _kernels.bit_distances(bits, chosen[-1]))
-    sums = bits[chosen].astype(np.int64)               # centres as sums of rows / row counts
+        chosen.append(int(rng.choice(m, p=far / far.sum())))
+        far = np.minimum(far, _kernels.bit_distances(fit, chosen[-1]))
+    sums = fit[chosen].astype(np.int64)                # centres as sums of rows / row counts
     sizes = np.ones(len(chosen), np.int64)
-    labels = np.full(n, -1, np.int64)
+    labels = np.full(m, -1, np.int64)
     moved = True
     for _ in range(KMEANS_ROUNDS):
-        moved = _kernels.nearest_centers(bits, sums, sizes, labels)
+        moved = _kernels.nearest_centers(fit, sums, sizes, labels)
         if not moved:
             break  # converged: the centres would not move again
-        _kernels.move_centers(bits, labels, sums, sizes)
-    if every is bits and not moved:
+        _kernels.move_centers(fit, labels, sums, sizes)
+    if fit is bits and not moved:  # (the labels are already those of the final centres)
         return labels
-    labels = np.full(len(every), -1, np.int64)
-    _kernels.nearest_centers(every, sums, sizes, labels)
+    labels = np.full(n, -1, np.int64)
+    _kernels.nearest_centers(bits, sums, sizes, labels)
     return labels
 
 
@@ -542,7 +543,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
     else None. ``columns``: the :func:`sample_columns` of the patterns' rows
-    (``discovery_rows(n, seed + 1)``) when the caller has them already. ``single_estimate``:
+    (``discovery_rows(n, seed)``) when the caller has them already. ``single_estimate``:
     the :func:`extended_plans` estimate of ``single`` from those rows, when it has one; a
     group count whose estimate (found on the same rows, so if anything too kind to groups)
     does not pay either is then given up without scoring rows."""
@@ -551,7 +552,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     num_rows = num_rows or n
     w = single.chunk_bits
     c = single.num_chunks
-    pick = discovery_rows(n, seed + 1)
+    pick = discovery_rows(n, seed)
     sampled = len(pick) < n
     m = len(pick)
     if columns is None:
