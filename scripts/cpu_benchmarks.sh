@@ -18,6 +18,9 @@ mkdir -p bench/results
       "$data"/normalized/{cora,amazon_computers,tolokers,pygod_reddit}.npz \
       "$data"/derived/amazon_computers_pca100.npz
   echo
+  echo "\$ python scripts/space_table.py --no-groups --repeats 3 $data/normalized/{tolokers,pygod_reddit}.npz"
+  python scripts/space_table.py --no-groups --repeats 3 "$data"/normalized/{tolokers,pygod_reddit}.npz
+  echo
   echo "\$ python scripts/space_table.py --rows 1000000 --repeats 3 $data/normalized/{tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
   python scripts/space_table.py --rows 1000000 --repeats 3 \
       "$data"/normalized/{tolokers,pygod_reddit}.npz "$data"/derived/amazon_computers_pca100.npz

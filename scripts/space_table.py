@@ -11,7 +11,9 @@ shared machine's load then weighs on both sides of each ratio alike).
 ``--dtype`` casts each matrix first (e.g. float16: the fp16 features some large graphs ship);
 ``--widths`` adds the extended format's size with each of these chunk widths forced.
 ``--rows N`` repeats each matrix's rows up to ``N`` rows (how compression time behaves when the
-planner's fixed cost is spread over a large matrix).
+planner's fixed cost is spread over a large matrix). "offsets" is the share of the extended
+size's row offset tables, in % of the raw bytes. ``--no-groups`` plans without row groups (what
+the row-group search gains, and costs).
 """
 import argparse
 import statistics
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from ibp_gnn import compress
-from ibp_gnn.codec import entropy_bound_bytes
+from ibp_gnn.codec import entropy_bound_bytes, plan
 from ibp_gnn.matrix_io import read_matrix
 
 
@@ -46,9 +48,13 @@ def main():
     ap.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
     ap.add_argument("--widths", default="", help="e.g. 16,32")
     ap.add_argument("--rows", type=int, help="tile every matrix to this many rows")
+    ap.add_argument("--no-groups", action="store_true", help="plan without row groups")
     args = ap.parse_args()
+    if args.no_groups:
+        plan.GROUP_COUNTS = ()
     widths = [int(w) for w in args.widths.split(",") if w]
-    print(f"{'matrix':30s} {'bound':>7s} {'basic':>7s} {'extended':>8s}   W  header  sel "
+    print(f"{'matrix':30s} {'bound':>7s} {'basic':>7s} {'extended':>8s} {'offsets':>7s}"
+          f"   W  header  sel "
           f"groups  kinds {'basic s':>8s} {'ext s':>7s} {'time x':>6s}"
           + "".join(f" {f'W={w}':>7s}" for w in widths))
     for path in args.paths:
@@ -62,6 +68,7 @@ def main():
         name = path.rsplit("/", 1)[-1]
         print(f"{name:30s} {100 * entropy_bound_bytes(x) / raw:6.2f}% "
               f"{100 * basic.host_bytes / raw:6.2f}% {100 * ext.host_bytes / raw:7.2f}% "
+              f"{100 * ext.index_bytes / raw:6.2f}% "
               f"{ext.chunk_bits:3d}  {'list' if ext.list_header else 'bitmap':6s} "
               f"{int(ext.kind_select_bits.max()):4d} {ext.num_groups:6d} "
               f"{ext.num_kinds:6d} {t_basic:8.3f} {t_ext:7.3f} {ratio:6.2f}"
