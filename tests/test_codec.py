@@ -516,11 +516,13 @@ def test_sample_columns_of_all_rows_and_of_a_few(monkeypatch, w):
     columns = sample_columns(rows, few)
     np.testing.assert_array_equal(columns, words[few].T)
     c = -(-22 // (w // 8))
-    picks = np.array([3, 0, 49, 3])
-    counts = np.zeros(c * w, np.int64)
-    column_bit_counts(columns, picks, c, w, counts)
-    chosen = np.pad(rows[few[picks]], ((0, 0), (0, c * w // 8 - 22)))
-    np.testing.assert_array_equal(counts, np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
+    # repeated picks, and more than the 255 rows a byte-wide counter holds
+    for picks in (np.array([3, 0, 49, 3]), rng.integers(0, 50, 700)):
+        counts = np.zeros(c * w, np.int64)
+        column_bit_counts(columns, picks, c, w, counts)
+        chosen = np.pad(rows[few[picks]], ((0, 0), (0, c * w // 8 - 22)))
+        np.testing.assert_array_equal(counts,
+                                      np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
 
 
 def test_nearest_centers_are_the_exactly_nearest():
@@ -543,6 +545,54 @@ def test_nearest_centers_are_the_exactly_nearest():
                          for x, s in zip(row, sums[j])) for j, n in enumerate(sizes)]
         assert got[i] == distances.index(min(distances))
     assert not nearest_centers(bits, sums, sizes, got)  # nothing left to move
+
+
+def test_seed_centers_pick_the_rows_generator_choice_picks():
+    """k-means++ seeding maps its uniform draws to rows as ``Generator.choice(p=...)`` does,
+    with squared distances to the nearest centre so far as weights; it stops early once every
+    row sits on a centre."""
+    from ibp_gnn.codec._kernels import seed_centers
+    rng = np.random.default_rng(3)
+    bits = (rng.random((500, 70)) < 0.3).astype(np.uint8)
+    chosen = np.zeros(9, np.int64)
+    count = seed_centers(bits, 17, np.random.default_rng(4).random(8), chosen)
+    draws = np.random.default_rng(4)
+    expected = [17]
+    far = (bits != bits[17]).sum(1).astype(np.float64)
+    for _ in range(8):
+        expected.append(int(draws.choice(500, p=far / far.sum())))
+        far = np.minimum(far, (bits != bits[expected[-1]]).sum(1))
+    assert count == 9 and chosen.tolist() == expected
+    two = np.repeat(bits[:2], 50, axis=0)                   # only two distinct rows
+    assert seed_centers(two, 0, np.full(5, 0.5), chosen) == 2 and chosen[1] >= 50
+
+
+@pytest.mark.parametrize("k", [2, 5, 16])
+def test_lloyd_rounds_with_bounds_give_the_labels_of_plain_rounds(k):
+    """k-means rounds that skip rows their bounds keep in place end with exactly the labels
+    and centres of plain rounds (every row measured against every centre, then the centres
+    moved), after every number of rounds."""
+    from ibp_gnn.codec._kernels import lloyd_rounds, move_centers, nearest_centers
+    rng = np.random.default_rng(k)
+    prototypes = (rng.random((k, 48)) < 0.4).astype(np.uint8)
+    bits = prototypes[rng.integers(0, k, 700)]
+    bits = np.where(rng.random(bits.shape) < 0.15, 1 - bits, bits).astype(np.uint8)
+    start = bits[rng.choice(700, k, replace=False)].astype(np.int64)
+    for rounds in (1, 2, 3, 10, 50):
+        sums, sizes = start.copy(), np.ones(k, np.int64)
+        labels = np.full(700, -1, np.int64)
+        moved = lloyd_rounds(bits, sums, sizes, labels, rounds)
+        plain_sums, plain_sizes = start.copy(), np.ones(k, np.int64)
+        plain = np.full(700, -1, np.int64)
+        for _ in range(rounds):
+            plain_moved = nearest_centers(bits, plain_sums, plain_sizes, plain)
+            if not plain_moved:
+                break
+            move_centers(bits, plain, plain_sums, plain_sizes)
+        assert moved == plain_moved
+        np.testing.assert_array_equal(labels, plain)
+        np.testing.assert_array_equal(sums, plain_sums)
+        np.testing.assert_array_equal(sizes, plain_sizes)
 
 
 def test_a_planning_sample_gives_the_plan_of_the_whole_matrix():
@@ -617,7 +667,8 @@ def test_alternatives_of_a_few_distinct_values_are_exact():
     rest_count = np.zeros((1, 1), np.int64)
     base_cost = np.zeros((1, 1), np.int64)
     full = np.array([[0xFFFFFFFF]], np.uint64)
-    _kernels.column_alternatives(columns, np.arange(4000), 1, 32, full, np.zeros_like(full),
+    _kernels.column_alternatives(columns, np.arange(4000), np.array([0, 4000]), 1, 32, full,
+                                 np.zeros_like(full),
                                  np.array([1.0, 0.99, 0.95, 0.9]), 64, alt_m, alt_b,
                                  rest_cost, rest_count, base_cost)
     rest = int(missed.sum())

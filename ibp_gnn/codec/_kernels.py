@@ -84,17 +84,44 @@ def gather_bits(byte_rows, rows, positions, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def bit_distances(bits, row):
-    """Bits in which each row of ``bits`` (``[n, B]`` uint8 0/1) differs from row ``row``:
-    squared distances to that row as a k-means centre, float64 ``[n]``."""
+def seed_centers(bits, first, uniforms, chosen):
+    """k-means++ start: row ``first`` of ``bits`` (``[n, B]`` uint8 0/1), then each further
+    centre drawn with probability proportional to the squared distance to the nearest centre
+    so far, by the uniform draws ``uniforms[k - 1]`` (the way ``Generator.choice`` with ``p``
+    maps one draw to a row, so a seed picks the same rows). Writes the rows into
+    ``chosen[k]`` and returns how many were chosen (fewer when every row sits on a centre)."""
     n, nbits = bits.shape
-    out = np.zeros(n)
+    # rows packed 64 bits to a word: a distance is then a few popcounts
+    packed = np.zeros((n, (nbits + 63) // 64), np.uint64)
     for i in range(n):
-        d = 0
         for b in range(nbits):
-            d += bits[i, b] != bits[row, b]
-        out[i] = d
-    return out
+            packed[i, b >> 6] |= np.uint64(bits[i, b]) << np.uint64(b & 63)
+    chosen[0] = first
+    far = np.empty(n)  # squared distance to the nearest centre
+    for i in range(n):
+        far[i] = _packed_distance(packed, i, first)
+    count = 1
+    for j in range(uniforms.shape[0]):
+        total = far.sum()
+        if total == 0:
+            break
+        cdf = np.cumsum(far / total)
+        cdf /= cdf[-1]
+        row = np.searchsorted(cdf, uniforms[j], side="right")
+        chosen[count] = row
+        for i in range(n):
+            far[i] = min(far[i], _packed_distance(packed, i, row))
+        count += 1
+    return count
+
+
+@nb.njit(inline="always")
+def _packed_distance(packed, i, row):
+    """Bits in which packed rows ``i`` and ``row`` differ."""
+    d = 0
+    for q in range(packed.shape[1]):
+        d += _popcount(packed[i, q] ^ packed[row, q])
+    return d
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -119,11 +146,7 @@ def nearest_centers(bits, sums, sizes, labels):
         best = 0
         best_distance = np.inf
         for j in range(k):
-            dot = np.int32(0)
-            for b in range(nbits):
-                dot += np.int32(bits[i, b]) * sums32[j, b]
-            size = sizes[j]
-            distance = (ones * size * size - 2 * size * np.int64(dot) + square[j]) / (size * size)
+            distance = _center_distance(bits, i, ones, sums32, square[j], sizes[j], j)
             if distance < best_distance:
                 best_distance = distance
                 best = j
@@ -131,6 +154,109 @@ def nearest_centers(bits, sums, sizes, labels):
             labels[i] = best
             changes += 1
     return changes > 0
+
+
+@nb.njit(inline="always")
+def _center_distance(bits, i, ones, sums32, square, size, j):
+    """Squared distance of row ``i`` (``ones`` bits set) to centre ``j`` (see
+    :func:`nearest_centers`; ``sums32``: the centre sums as int32), the same in
+    :func:`lloyd_rounds`."""
+    nbits = bits.shape[1]
+    dot = np.int32(0)
+    for b in range(nbits):
+        dot += np.int32(bits[i, b]) * sums32[j, b]
+    return (ones * size * size - 2 * size * np.int64(dot) + square) / (size * size)
+
+
+#: Room left for rounding when a bound decides that a row keeps its centre: distances are
+#: counts of bits, far above it.
+_BOUND_SLACK = 1e-6
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def lloyd_rounds(bits, sums, sizes, labels, rounds):
+    """Up to ``rounds`` k-means rounds from centres ``sums/sizes`` (as in
+    :func:`nearest_centers`): each round puts every row of ``bits`` with its nearest centre
+    into ``labels``, then, unless no label changed, moves every centre to the mean of its rows
+    (:func:`move_centers`). Returns whether the last round changed a label.
+
+    The labels and centres are those of alternating :func:`nearest_centers` and
+    :func:`move_centers`, but a row is measured against a centre only when bounds cannot rule
+    it out (Elkan's rule): an upper bound of the row's distance to its own centre and a lower
+    bound of its distance to each other one, loosened each round by how far the centres
+    moved. Late rounds, where few rows change centre, then cost a fraction of a full pass.
+    """
+    n, nbits = bits.shape
+    k = sums.shape[0]
+    upper = np.zeros(n)
+    lower = np.zeros((n, k))
+    ones = np.zeros(n, np.int64)
+    for i in nb.prange(n):
+        for b in range(nbits):
+            ones[i] += bits[i, b]
+    square = np.zeros(k, np.int64)
+    old = np.zeros((k, nbits))
+    moved_by = np.zeros(k)
+    changed = False
+    for r in range(rounds):
+        sums32 = sums.astype(np.int32)
+        for j in range(k):
+            square[j] = 0
+            for b in range(nbits):
+                square[j] += sums[j, b] * sums[j, b]
+        changes = 0
+        for i in nb.prange(n):
+            label = labels[i]
+            if r == 0:  # no bounds yet: every centre
+                best = 0
+                best_distance = np.inf
+                for j in range(k):
+                    distance = _center_distance(bits, i, ones[i], sums32, square[j], sizes[j], j)
+                    lower[i, j] = np.sqrt(max(distance, 0.0))
+                    if distance < best_distance:
+                        best_distance = distance
+                        best = j
+            else:
+                upper[i] += moved_by[label]
+                for j in range(k):
+                    lower[i, j] -= moved_by[j]
+                best = label
+                best_distance = -1.0  # not measured yet
+                for j in range(k):
+                    if j == best or upper[i] + _BOUND_SLACK < lower[i, j]:
+                        continue
+                    if best_distance < 0:
+                        best_distance = _center_distance(bits, i, ones[i], sums32,
+                                                         square[best], sizes[best], best)
+                        upper[i] = np.sqrt(max(best_distance, 0.0))
+                        lower[i, best] = upper[i]
+                        if upper[i] + _BOUND_SLACK < lower[i, j]:
+                            continue
+                    distance = _center_distance(bits, i, ones[i], sums32, square[j], sizes[j], j)
+                    lower[i, j] = np.sqrt(max(distance, 0.0))
+                    # (the lowest centre on ties, as a full pass in order of centres gives)
+                    if distance < best_distance or (distance == best_distance and j < best):
+                        best_distance = distance
+                        best = j
+            if best_distance >= 0:
+                upper[i] = np.sqrt(max(best_distance, 0.0))
+            if label != best:
+                labels[i] = best
+                changes += 1
+        changed = changes > 0
+        if not changed:
+            break
+        for j in range(k):
+            for b in range(nbits):
+                old[j, b] = sums[j, b] / sizes[j]
+        move_centers(bits, labels, sums, sizes)
+        for j in range(k):
+            step = 0.0
+            for b in range(nbits):
+                d = sums[j, b] / sizes[j] - old[j, b]
+                step += d * d
+            moved_by[j] = np.sqrt(step)
+    return changed
 
 
 @nb.njit(cache=True, nogil=True)
@@ -221,16 +347,52 @@ def _column_chunk(columns, c, j, w):
     return (columns[c >> per_word, j] >> np.uint64(k << shift)) & _low(w)
 
 
+_BYTE_LOWS = np.uint64(0x0101010101010101)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def column_bit_counts(columns, rows, num_chunks, chunk_bits, out):
     """``out[c * chunk_bits + b] += 1`` for every ``chunk_bits``-bit chunk ``c <
     num_chunks`` of the rows numbered ``rows`` with bit ``b`` set (``columns``: the rows as
     in :func:`_column_chunk`): the :func:`set_bit_counts` of those rows, counted from their
-    columns."""
-    for c in nb.prange(num_chunks):  # (each column adds to its own counts)
-        for i in range(rows.shape[0]):
-            _count_set_bits(out, c * chunk_bits, _column_chunk(columns, c, rows[i], chunk_bits),
-                            chunk_bits)
+    columns.
+
+    Counts whole 64-bit words eight bits at a time: bit ``k`` of every byte of a word is
+    added into byte-wide counters of one accumulator, emptied every 255 rows, so a word
+    costs eight shifts and adds however many of its bits are set (dense float columns set
+    half of them).
+    """
+    per_word = 64 // chunk_bits
+    num_words = (num_chunks + per_word - 1) // per_word
+    limit = num_chunks * chunk_bits
+    for c64 in nb.prange(num_words):  # (each word column adds to its own counts)
+        acc = np.zeros(8, np.uint64)
+        totals = np.zeros(64, np.int64)  # bit p of the 64-bit word
+        filled = 0
+        for i in range(rows.shape[0] + 1):
+            if filled == 255 or i == rows.shape[0]:
+                for k in range(8):
+                    for lane in range(8):
+                        totals[8 * lane + k] += np.int64((acc[k] >> np.uint64(8 * lane))
+                                                         & np.uint64(0xFF))
+                    acc[k] = _U0
+                filled = 0
+                if i == rows.shape[0]:
+                    break
+            x = columns[c64, rows[i]]
+            filled += 1
+            if x == _U0:  # (the bulk of sparse columns)
+                continue
+            for k in range(8):
+                acc[k] += (x >> np.uint64(k)) & _BYTE_LOWS
+        for p in range(64):
+            # bit p of the word is bit p % w of its (p // w)-th chunk in memory order
+            j = p // chunk_bits
+            if not _FIRST_CHUNK_LOW:
+                j = per_word - 1 - j
+            target = (c64 * per_word + j) * chunk_bits + p % chunk_bits
+            if target < limit:
+                out[target] += totals[p]
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -735,7 +897,7 @@ MAX_SELECT_BITS = 3
 #: on an evenly spaced sample of this many (and scales their cost up): the split search then
 #: costs a dense column about what it costs a sparse one. Alternatives are an estimate's
 #: guess either way; the encoder's sizes are exact.
-REST_SAMPLE = 1024
+REST_SAMPLE = 256
 #: Most distinct values the chunks missing a base may take for column_alternatives to search
 #: them as values with counts instead of chunk by chunk.
 DISTINCT_VALUES = 16
@@ -883,11 +1045,11 @@ def _distinct_values(vals, out, weights):
 
 
 @nb.njit(inline="always")
-def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals, rest_cost,
+def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals, rest_cost,
                              all_vals, all_weights, all_leaf_of, distinct, distinct_weights,
                              counts, sizes, matched, leaf_masks, leaf_bitvals, buf, buf_weights,
                              split_gain, split_bit, slot_free):
-    """Column ``c`` under base ``a`` for :func:`column_alternatives`: the ``rest`` chunks that
+    """Entry ``j`` (a column of a row group) under base ``a`` for :func:`column_alternatives`: the ``rest`` chunks that
     miss the base are ``all_vals[:rest]`` (in row order; overwritten here). Works in the
     caller's buffers (``all_vals``/``all_weights``/``all_leaf_of`` hold one entry per row).
     When the rest takes at most :data:`DISTINCT_VALUES` values (a bag-of-words column: mostly
@@ -940,75 +1102,82 @@ def _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks, alt_bitvals
             split_bit[leaves] = -2
             leaves += 1
         for v in range(slots):
-            alt_masks[a, c, s, v] = _U0
-            alt_bitvals[a, c, s, v] = _U0
+            alt_masks[a, j, s, v] = _U0
+            alt_bitvals[a, j, s, v] = _U0
         if target and kept:
             if patterned != leaves:  # (no leaf split since the last level: same patterns)
                 _leaf_patterns(vals, weights, leaf_of, leaves, w, taus, counts, sizes, matched,
                                leaf_masks, leaf_bitvals)
                 patterned = leaves
             for leaf in range(min(leaves, target)):
-                alt_masks[a, c, s, leaf] = leaf_masks[leaf]
-                alt_bitvals[a, c, s, leaf] = leaf_bitvals[leaf]
+                alt_masks[a, j, s, leaf] = leaf_masks[leaf]
+                alt_bitvals[a, j, s, leaf] = leaf_bitvals[leaf]
         for v in range(slots):
-            slot_free[v] = w - _popcount(alt_masks[a, c, s, v])
+            slot_free[v] = w - _popcount(alt_masks[a, j, s, v])
         total = 0
         for i in range(kept):
             x = vals[i]
             best = w
             for v in range(slots):
-                if (x & alt_masks[a, c, s, v]) == alt_bitvals[a, c, s, v]:
+                if (x & alt_masks[a, j, s, v]) == alt_bitvals[a, j, s, v]:
                     best = min(best, slot_free[v])
             total += weights[i] * (s + best)
-        rest_cost[a, c, s] = total * rest // max(chunks, 1)
+        rest_cost[a, j, s] = total * rest // max(chunks, 1)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bitvals, taus,
-                        sample, alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
-    """Alternative patterns of every column for every candidate base pattern, and their cost.
+def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_masks, base_bitvals,
+                        taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
+    """Alternative patterns of every column of every row group for every candidate base
+    pattern, and their cost.
 
-    ``words``: some rows column by column as 64-bit words (:func:`_column_chunk`), of which
-    the ``n`` numbered ``rows`` are planned from (in that order);
-    ``base_masks/base_bitvals``: ``[B, C]`` candidate base patterns. For base ``a`` and column
-    ``c`` the chunks that miss the base pattern ("the rest") are split greedily on single bits
-    into up to 7 groups, each coded against its own pattern. Outputs:
-    ``alt_masks/alt_bitvals[a, c, s, :2**s]`` the alternatives for ``s`` selector bits (the
+    ``words``: some rows column by column as 64-bit words (:func:`_column_chunk`); group ``g``
+    is planned from the rows numbered ``rows[row_start[g]:row_start[g + 1]]`` (in that
+    order), ``G = row_start.shape[0] - 1`` groups in all, and its column ``c`` is entry
+    ``j = g * C + c`` of the per-column arrays below;
+    ``base_masks/base_bitvals``: ``[B, G * C]`` candidate base patterns. For base ``a`` and
+    entry ``j`` the chunks that miss the base pattern ("the rest") are split greedily on
+    single bits into up to 7 groups, each coded against its own pattern. Outputs:
+    ``alt_masks/alt_bitvals[a, j, s, :2**s]`` the alternatives for ``s`` selector bits (the
     last one always the empty mask);
-    ``rest_cost[a, c, s]`` the bits the rest costs with them (selectors included);
-    ``rest_count[a, c]`` and ``base_cost[a, c]`` (free bits of the chunks matching the base).
+    ``rest_cost[a, j, s]`` the bits the rest costs with them (selectors included);
+    ``rest_count[a, j]`` and ``base_cost[a, j]`` (free bits of the chunks matching the base).
+    All groups in one call: the columns of small groups then share the threads evenly.
     """
-    n = rows.shape[0]
     w = chunk_bits
     num_bases = base_masks.shape[0]
+    num_entries = base_masks.shape[1]
     nt = taus.shape[0]
+    largest = 0
+    for g in range(row_start.shape[0] - 1):
+        largest = max(largest, row_start[g + 1] - row_start[g])
     # a candidate equal to the one before it (common: sparse columns have the same mask at
     # several thresholds) copies its results instead of repeating the search
-    first = np.empty((num_bases, num_chunks), np.int64)
-    for c in range(num_chunks):
-        first[0, c] = 0
+    first = np.empty((num_bases, num_entries), np.int64)
+    for j in range(num_entries):
+        first[0, j] = 0
         for a in range(1, num_bases):
-            same = (base_masks[a, c] == base_masks[a - 1, c]
-                    and base_bitvals[a, c] == base_bitvals[a - 1, c])
-            first[a, c] = first[a - 1, c] if same else a
+            same = (base_masks[a, j] == base_masks[a - 1, j]
+                    and base_bitvals[a, j] == base_bitvals[a - 1, j])
+            first[a, j] = first[a - 1, j] if same else a
     # A chunk that matches a base matches every looser one (the candidates are nested:
     # thresholds ascending, bits in the mask only drop out and keep their values), so the
     # chunks missing base a are found among those missing the tightest base, without another
     # pass over every row; a candidate that does not nest is scanned in full.
-    nested = np.ones((num_bases, num_chunks), np.bool_)
-    for c in range(num_chunks):
+    nested = np.ones((num_bases, num_entries), np.bool_)
+    for j in range(num_entries):
         for a in range(1, num_bases):
-            m0 = base_masks[0, c]
-            ma = base_masks[a, c]
-            nested[a, c] = (ma & ~m0) == _U0 and (base_bitvals[0, c] & ma) == base_bitvals[a, c]
-    # columns go round-robin to a fixed number of tasks, so each task allocates its buffers
+            m0 = base_masks[0, j]
+            ma = base_masks[a, j]
+            nested[a, j] = (ma & ~m0) == _U0 and (base_bitvals[0, j] & ma) == base_bitvals[a, j]
+    # entries go round-robin to a fixed number of tasks, so each task allocates its buffers
     # once (allocating inside a parallel loop serializes the threads)
-    tasks = min(num_chunks, 64)
+    tasks = min(num_entries, 64)
     for task in nb.prange(tasks):
-        missed = np.empty(n, np.uint64)    # chunks missing the tightest base
-        all_vals = np.empty(n, np.uint64)
-        all_weights = np.empty(n, np.int64)
-        all_leaf_of = np.empty(n, np.int64)
+        missed = np.empty(largest, np.uint64)    # chunks missing the tightest base
+        all_vals = np.empty(largest, np.uint64)
+        all_weights = np.empty(largest, np.int64)
+        all_leaf_of = np.empty(largest, np.int64)
         distinct = np.empty(DISTINCT_VALUES, np.uint64)
         distinct_weights = np.empty(DISTINCT_VALUES, np.int64)
         counts = np.zeros((8, 64), np.int64)
@@ -1021,45 +1190,49 @@ def column_alternatives(words, rows, num_chunks, chunk_bits, base_masks, base_bi
         split_gain = np.zeros(8, np.int64)
         split_bit = np.zeros(8, np.int64)
         slot_free = np.zeros(8, np.int64)
-        for c in range(task, num_chunks, tasks):
+        for j in range(task, num_entries, tasks):
+            c = j % num_chunks
+            g = j // num_chunks
+            r0 = row_start[g]
+            n = row_start[g + 1] - r0
             num_missed = 0
-            bm = base_masks[0, c]
-            bv = base_bitvals[0, c]
+            bm = base_masks[0, j]
+            bv = base_bitvals[0, j]
             for i in range(n):  # (branch-free: whether a chunk misses is a coin toss)
-                x = _column_chunk(words, c, rows[i], w)
+                x = _column_chunk(words, c, rows[r0 + i], w)
                 missed[num_missed] = x
                 num_missed += (x & bm) != bv
             for a in range(num_bases):
-                if first[a, c] != a:
+                if first[a, j] != a:
                     continue
-                bm = base_masks[a, c]
-                bv = base_bitvals[a, c]
+                bm = base_masks[a, j]
+                bv = base_bitvals[a, j]
                 rest = 0
-                if nested[a, c]:
+                if nested[a, j]:
                     for i in range(num_missed):
                         x = missed[i]
                         all_vals[rest] = x
                         rest += (x & bm) != bv
                 else:
                     for i in range(n):
-                        x = _column_chunk(words, c, rows[i], w)
+                        x = _column_chunk(words, c, rows[r0 + i], w)
                         all_vals[rest] = x
                         rest += (x & bm) != bv
-                rest_count[a, c] = rest
-                base_cost[a, c] = (n - rest) * (w - _popcount(bm))
-                _column_alternatives_job(c, a, rest, w, taus, sample, alt_masks,
+                rest_count[a, j] = rest
+                base_cost[a, j] = (n - rest) * (w - _popcount(bm))
+                _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks,
                                          alt_bitvals, rest_cost, all_vals, all_weights,
                                          all_leaf_of, distinct, distinct_weights, counts, sizes,
                                          matched, leaf_masks, leaf_bitvals, buf, buf_weights,
                                          split_gain, split_bit, slot_free)
-    for c in range(num_chunks):
+    for j in range(num_entries):
         for a in range(num_bases):
-            f = first[a, c]
+            f = first[a, j]
             if f != a:
-                rest_count[a, c] = rest_count[f, c]
-                base_cost[a, c] = base_cost[f, c]
+                rest_count[a, j] = rest_count[f, j]
+                base_cost[a, j] = base_cost[f, j]
                 for s in range(MAX_SELECT_BITS + 1):
-                    rest_cost[a, c, s] = rest_cost[f, c, s]
+                    rest_cost[a, j, s] = rest_cost[f, j, s]
                     for v in range(1 << s):
-                        alt_masks[a, c, s, v] = alt_masks[f, c, s, v]
-                        alt_bitvals[a, c, s, v] = alt_bitvals[f, c, s, v]
+                        alt_masks[a, j, s, v] = alt_masks[f, j, s, v]
+                        alt_bitvals[a, j, s, v] = alt_bitvals[f, j, s, v]

@@ -192,15 +192,20 @@ def entropy_bound_bytes(x, block_rows: int = 1 << 16) -> float:
     return entropy_bound_bits(bit_counts(byte_rows), byte_rows.shape[0]) / 8
 
 
-def _candidate_masks(counts: np.ndarray, n: int, chunk_bits: int, num_chunks: int,
+def _candidate_masks(counts: np.ndarray, n, chunk_bits: int, num_chunks: int,
                      thresholds) -> tuple[np.ndarray, np.ndarray]:
-    """Majority bit values ``[C]`` and nested masks ``[T, C]`` as uint64 words."""
-    per_chunk = counts[:num_chunks * chunk_bits].reshape(num_chunks, chunk_bits)
+    """Majority bit values ``[..., C]`` and nested masks ``[T, ..., C]`` as uint64 words of
+    ``n`` rows whose bit counts are ``counts`` (``[..., >= C * chunk_bits]``; a leading axis
+    holds several sets of rows, ``n`` then has one count per set)."""
+    counts = np.asarray(counts)
+    per_chunk = counts[..., :num_chunks * chunk_bits].reshape(
+        counts.shape[:-1] + (num_chunks, chunk_bits))
+    n = np.asarray(n, np.int64).reshape(np.shape(n) + (1, 1))
     weights = np.uint64(1) << np.arange(chunk_bits, dtype=np.uint64)
     majority_bits = per_chunk * 2 > n
-    agreement = np.maximum(per_chunk, n - per_chunk) / max(n, 1)
-    majority = (majority_bits * weights).sum(1, dtype=np.uint64)
-    masks = np.stack([((agreement >= t - 1e-12) * weights).sum(1, dtype=np.uint64)
+    agreement = np.maximum(per_chunk, n - per_chunk) / np.maximum(n, 1)
+    majority = (majority_bits * weights).sum(-1, dtype=np.uint64)
+    masks = np.stack([((agreement >= t - 1e-12) * weights).sum(-1, dtype=np.uint64)
                       for t in thresholds])
     return majority.astype(np.uint64), masks.astype(np.uint64)
 
@@ -395,49 +400,75 @@ def extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarray, n: 
     ``counts``: the :func:`bit_counts` of ``n`` rows the base patterns are chosen from (the
     same rows or more).
     """
+    members = np.arange(columns.shape[1]) if members is None else members
+    found = group_extended_plans(columns, num_chunks, counts[None], np.array([n]), w, threshold,
+                                 members, np.array([0, len(members)]),
+                                 num_rows=np.array([num_rows or n]))
+    return [(plan, float(bits[0])) for plan, bits in found]
+
+
+def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarray,
+                         n: np.ndarray, w: int, threshold: float, members: np.ndarray,
+                         row_start: np.ndarray, *, num_rows: np.ndarray,
+                         list_headers=None) -> list[tuple[Plan, np.ndarray]]:
+    """:func:`extended_plans` of ``G`` row groups at once: ``[(plan, bits)]``, one plan with
+    a row group each per header kind (``list_headers``: the kinds, default both where a list
+    header fits), and the estimated bits of each group, float64 ``[G]``.
+
+    Group ``g``'s patterns are discovered from the rows numbered
+    ``members[row_start[g]:row_start[g + 1]]`` of ``columns``; its base patterns are chosen
+    from the bit counts ``counts[g]`` of ``n[g]`` rows, and its costs are those of
+    ``num_rows[g]`` rows.
+    """
     c = num_chunks
+    num_groups = len(n)
+    entries = num_groups * c
     wd = WORD_DTYPES[w]
     ts = tuple(sorted(set(BASE_THRESHOLDS) | {float(threshold)}))
-    majority, masks = _candidate_masks(counts, n, w, c, ts)
-    base_masks = masks
-    base_bitvals = majority[None, :] & masks
+    majority, masks = _candidate_masks(counts, n, w, c, ts)            # [G, C], [B, G, C]
+    base_masks = masks.reshape(len(ts), entries)
+    base_bitvals = majority.reshape(1, entries) & base_masks
     slots = 1 << _kernels.MAX_SELECT_BITS
     levels = _kernels.MAX_SELECT_BITS + 1
-    alt_m = np.zeros((len(ts), c, levels, slots), np.uint64)
+    alt_m = np.zeros((len(ts), entries, levels, slots), np.uint64)
     alt_b = np.zeros_like(alt_m)
-    rest_cost = np.zeros((len(ts), c, levels), np.int64)
-    rest_count = np.zeros((len(ts), c), np.int64)
-    base_cost = np.zeros((len(ts), c), np.int64)
-    members = np.arange(columns.shape[1]) if members is None else members
-    m = len(members)
-    _kernels.column_alternatives(columns, members, c, w, base_masks, base_bitvals,
+    rest_cost = np.zeros((len(ts), entries, levels), np.int64)
+    rest_count = np.zeros((len(ts), entries), np.int64)
+    base_cost = np.zeros((len(ts), entries), np.int64)
+    _kernels.column_alternatives(columns, members, np.asarray(row_start, np.int64), c, w,
+                                 base_masks, base_bitvals,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
     # costs are measured on the sample; a column's alternatives are stored once (at worst: when
     # no other column shares them), so they must pay for themselves over all rows
-    scale = (num_rows or n) / max(m, 1)
-    rest_cost = rest_cost * scale + alternative_table_bits(np.arange(levels), w)[None, None, :]
+    rows = np.asarray(num_rows)
+    scale = np.repeat(rows / np.maximum(np.diff(row_start), 1), c)
+    rest_cost = rest_cost * scale[None, :, None] + alternative_table_bits(np.arange(levels),
+                                                                          w)[None, None, :]
     base_cost = base_cost * scale
     rest_count = rest_count * scale
     plans = []
-    cols = np.arange(c)
-    rows = num_rows or n
+    cols = np.arange(entries)
     count_bits = c.bit_length()
-    for list_header in (False, True) if list_header_fits(c, w) else (False,):
-        cost = base_cost[:, :, None] + rest_cost                       # [B, C, S]
+    if list_headers is None:
+        list_headers = (False, True) if list_header_fits(c, w) else (False,)
+    for list_header in list_headers:
+        cost = base_cost[:, :, None] + rest_cost                       # [B, G * C, S]
         if list_header:
             cost = cost + (rest_count * pos_bits)[:, :, None]
-        flat = cost.transpose(1, 0, 2).reshape(c, -1)                  # [C, B * S]
+        flat = cost.transpose(1, 0, 2).reshape(entries, -1)            # [G * C, B * S]
         choice = np.argmin(flat, axis=1)
         a, s = np.divmod(choice, levels)
         # rows also pay their header and, on average, half a word of padding
         header = count_bits if list_header else -(-c // w) * w
-        estimate = float(flat[cols, choice].sum()) + rows * (header + w / 2)
+        estimate = (flat[cols, choice].reshape(num_groups, c).sum(1)
+                    + rows * (header + w / 2))
         plans.append((Plan(w, base_masks[a, cols].astype(wd), base_bitvals[a, cols].astype(wd),
                            float(threshold), select_bits=s.astype(np.uint8),
                            alt_masks=alt_m[a, cols, s].astype(wd),
-                           alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header),
+                           alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header,
+                           num_groups=num_groups),
                       estimate))
     return plans
 
@@ -486,22 +517,13 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     m = len(fit)
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
-    chosen = [int(rng.integers(m))]
-    far = _kernels.bit_distances(fit, chosen[0])  # squared distance to the nearest centre
-    for _ in range(1, k):
-        if far.sum() == 0:
-            break
-        chosen.append(int(rng.choice(m, p=far / far.sum())))
-        far = np.minimum(far, _kernels.bit_distances(fit, chosen[-1]))
+    first = int(rng.integers(m))
+    chosen = np.zeros(k, np.int64)
+    chosen = chosen[:_kernels.seed_centers(fit, first, rng.random(k - 1), chosen)]
     sums = fit[chosen].astype(np.int64)                # centres as sums of rows / row counts
     sizes = np.ones(len(chosen), np.int64)
     labels = np.full(m, -1, np.int64)
-    moved = True
-    for _ in range(KMEANS_ROUNDS):
-        moved = _kernels.nearest_centers(fit, sums, sizes, labels)
-        if not moved:
-            break  # converged: the centres would not move again
-        _kernels.move_centers(fit, labels, sums, sizes)
+    moved = _kernels.lloyd_rounds(fit, sums, sizes, labels, KMEANS_ROUNDS)
     if fit is bits and not moved:  # (the labels are already those of the final centres)
         return labels
     labels = np.full(n, -1, np.int64)
@@ -569,24 +591,20 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     def plan_groups(labels):
         """The plan with a row group per cluster and its estimated bits (None, 0.0 when
         fewer than two clusters have enough rows)."""
-        plans = []
-        estimate = 0.0
-        for g in range(int(labels.max(initial=-1)) + 1):
-            members = np.flatnonzero(labels == g)
-            if len(members) < MIN_GROUP_ROWS:
-                continue
-            group_counts = np.zeros(c * w, np.int64)
-            _kernels.column_bit_counts(columns, members, c, w, group_counts)
-            found = extended_plans(columns, c, group_counts, len(members), w, single.threshold,
-                                   num_rows=max(1, num_rows * len(members) // m),
-                                   members=members)
-            plan_g, bits_g = next(f for f in found if f[0].list_header == single.list_header)
-            plans.append(plan_g)
-            estimate += bits_g
-        if len(plans) < 2:
+        groups = [np.flatnonzero(labels == g) for g in range(int(labels.max(initial=-1)) + 1)]
+        groups = [members for members in groups if len(members) >= MIN_GROUP_ROWS]
+        if len(groups) < 2:
             return None, 0.0
-        grouped = combine_plans(plans)
-        return grouped, estimate + num_rows * (len(plans) - 1).bit_length() - table_bits(grouped)
+        sizes = np.array([len(members) for members in groups], np.int64)
+        group_counts = np.zeros((len(groups), c * w), np.int64)
+        for g, members in enumerate(groups):
+            _kernels.column_bit_counts(columns, members, c, w, group_counts[g])
+        [(grouped, estimates)] = group_extended_plans(
+            columns, c, group_counts, sizes, w, single.threshold, np.concatenate(groups),
+            np.concatenate([[0], np.cumsum(sizes)]), num_rows=np.maximum(1, num_rows * sizes // m),
+            list_headers=(single.list_header,))
+        return grouped, (sum(estimates.tolist()) + num_rows * (len(groups) - 1).bit_length()
+                         - table_bits(grouped))
 
     def host_cost(rows, plan, scored=None):
         """Payload bytes (scaled to ``num_rows``) plus the pattern tables' bytes, and the
