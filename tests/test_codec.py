@@ -461,6 +461,31 @@ def test_planner_picks_the_group_count_by_size(monkeypatch):
     assert compress(rows).host_bytes > chosen.host_bytes
 
 
+@pytest.mark.parametrize("whole_rows", [0, 10 ** 6])
+def test_group_counts_compared_on_other_rows_or_on_every_row(monkeypatch, whole_rows):
+    """With more rows than the patterns are discovered from, group counts are compared on
+    rows other than those (then the winner confirmed over every row), or, for a matrix of at
+    most ``WHOLE_SCORING_ROWS`` rows, over every row at once: both find the eight populations,
+    and the row sizes the planner hands the encoder are the stored ones."""
+    from ibp_gnn.codec import dtypes
+    from ibp_gnn.codec.plan import plan_rows
+    rng = np.random.default_rng(2)
+    prototypes = rng.standard_normal((8, 48)).astype(np.float32)
+    rows = np.repeat(prototypes, 100, axis=0)
+    noisy = rng.random(rows.shape) < 0.05
+    rows[noisy] = rng.standard_normal(int(noisy.sum())).astype(np.float32)
+    rows = rows[rng.permutation(len(rows))]
+    monkeypatch.setattr("ibp_gnn.codec.plan.DISCOVERY_ROWS", 300)
+    monkeypatch.setattr("ibp_gnn.codec.plan.WHOLE_SCORING_ROWS", whole_rows)
+    chosen = compress(rows)
+    assert chosen.num_groups == 8
+    assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
+    plan, lengths, _ = plan_rows(dtypes.as_byte_rows(rows)[0], element_bytes=4)
+    assert plan.num_groups == 8
+    offsets = chosen._offsets(np.arange(len(rows) + 1, dtype=np.int64))
+    np.testing.assert_array_equal(lengths, np.diff(offsets))
+
+
 def test_bit_counts_of_few_and_many_rows_agree():
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, DIRECT_COUNT_ROWS, DIRECT_COUNT_ROWS + 1, 2000):
@@ -668,7 +693,7 @@ def test_alternatives_of_a_few_distinct_values_are_exact():
     base_cost = np.zeros((1, 1), np.int64)
     full = np.array([[0xFFFFFFFF]], np.uint64)
     _kernels.column_alternatives(columns, np.arange(4000), np.array([0, 4000]), 1, 32, full,
-                                 np.zeros_like(full),
+                                 np.zeros_like(full), np.zeros(1, np.bool_),
                                  np.array([1.0, 0.99, 0.95, 0.9]), 64, alt_m, alt_b,
                                  rest_cost, rest_count, base_cost)
     rest = int(missed.sum())

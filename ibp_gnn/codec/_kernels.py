@@ -1127,7 +1127,8 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_masks, base_bitvals,
-                        taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count, base_cost):
+                        constant, taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count,
+                        base_cost):
     """Alternative patterns of every column of every row group for every candidate base
     pattern, and their cost.
 
@@ -1135,7 +1136,9 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
     is planned from the rows numbered ``rows[row_start[g]:row_start[g + 1]]`` (in that
     order), ``G = row_start.shape[0] - 1`` groups in all, and its column ``c`` is entry
     ``j = g * C + c`` of the per-column arrays below;
-    ``base_masks/base_bitvals``: ``[B, G * C]`` candidate base patterns. For base ``a`` and
+    ``base_masks/base_bitvals``: ``[B, G * C]`` candidate base patterns, the first the exact
+    value most chunks hold; ``constant[G * C]``: entries whose chunks all hold that value (known
+    from their bit counts: their rows are not read). For base ``a`` and
     entry ``j`` the chunks that miss the base pattern ("the rest") are split greedily on
     single bits into up to 7 groups, each coded against its own pattern. Outputs:
     ``alt_masks/alt_bitvals[a, j, s, :2**s]`` the alternatives for ``s`` selector bits (the
@@ -1198,7 +1201,7 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
             num_missed = 0
             bm = base_masks[0, j]
             bv = base_bitvals[0, j]
-            for i in range(n):  # (branch-free: whether a chunk misses is a coin toss)
+            for i in range(0 if constant[j] else n):  # (branch-free: a miss is a coin toss)
                 x = _column_chunk(words, c, rows[r0 + i], w)
                 missed[num_missed] = x
                 num_missed += (x & bm) != bv

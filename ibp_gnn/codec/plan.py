@@ -233,6 +233,10 @@ KMEANS_ROWS = 2048
 #: next count: each count costs a clustering and a pattern search, and the encoder scores
 #: every row in up to ``k`` groups.
 MIN_GROUP_GAIN = 0.01
+#: Rows of a matrix planned whole up to which row group counts are compared by their exact
+#: size over every row (scoring a few thousand other rows per count and then every row again
+#: to confirm costs more).
+WHOLE_SCORING_ROWS = 3 * DISCOVERY_ROWS
 #: Rows a row-group plan is confirmed on against the single-group plan, when the planning
 #: rows are a sample of a larger matrix (the sizes then only decide, the encoder rescores).
 CONFIRM_ROWS = 1 << 15
@@ -435,8 +439,12 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     rest_cost = np.zeros((len(ts), entries, levels), np.int64)
     rest_count = np.zeros((len(ts), entries), np.int64)
     base_cost = np.zeros((len(ts), entries), np.int64)
+    # (most columns of a sparse matrix hold one value in a group: no rows to read for them)
+    per_chunk = counts[:, :c * w].reshape(num_groups, c, w)
+    sizes = np.asarray(n, np.int64)[:, None, None]
+    constant = ((per_chunk == 0) | (per_chunk == sizes)).all(-1).reshape(entries)
     _kernels.column_alternatives(columns, members, np.asarray(row_start, np.int64), c, w,
-                                 base_masks, base_bitvals,
+                                 base_masks, base_bitvals, constant,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
@@ -561,7 +569,9 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     :data:`MIN_GROUP_GAIN`, scaled with the count) than the best before it, by exact size on
     :data:`DISCOVERY_ROWS` rows other than those the patterns were found on (when there are
     that many); the winner is confirmed against ``single`` by the exact size over every row
-    (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix).
+    (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix). A whole
+    matrix of at most :data:`WHOLE_SCORING_ROWS` rows has every count compared by its exact
+    size over every row instead.
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
     else None. ``columns``: the :func:`sample_columns` of the patterns' rows
@@ -580,9 +590,11 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     if columns is None:
         columns = sample_columns(byte_rows, pick)
     # patterns fit the rows they were found on better than others: when there are other rows,
-    # the counts are compared on those
+    # the counts are compared on those; but a whole matrix of few rows is scored whole, its
+    # exact size being the very thing compared (and the encoder reusing the winner's sizes)
+    whole = not sampled or (n == num_rows and n <= WHOLE_SCORING_ROWS)
     scoring = byte_rows
-    if sampled:
+    if not whole:
         rest = np.setdiff1d(np.arange(n), pick, assume_unique=True)
         if len(rest) > m:
             rest = np.sort(np.random.default_rng(seed + 3).choice(rest, m, replace=False))
@@ -618,10 +630,10 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         return words * (w // 8) * num_rows / len(rows) + proto.column_bytes, scored
 
     known = single_scored
-    if sampled and single_scored is not None:  # (the scoring rows are some of those rows)
+    if not whole and single_scored is not None:  # (the scoring rows are some of those rows)
         known = (single_scored[0][rest], single_scored[1][rest])
     best_cost, scored = host_cost(scoring, single, known)
-    if not sampled:
+    if whole:
         single_scored = scored
     best = None
     # estimates compared without the alternatives' tables: extended_plans charges them per
@@ -644,7 +656,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         best_estimate = estimate
     if best is None:
         return single, single_scored
-    if not sampled:  # the sample was every row: its sizes are exact
+    if whole:  # the sizes compared were those of every row: exact
         return best, best_scored
     # the sample said groups pay: confirm by the exact size over every planning row when they
     # are the whole matrix (the encoder reuses their sizes), else over CONFIRM_ROWS of them
