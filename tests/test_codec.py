@@ -377,6 +377,34 @@ def test_any_plan_round_trips_and_matches_reference(dtype, rows, dim, pattern, w
         assert_bits_equal(load(f"{d}/m.ibp").decode(), x)
 
 
+@pytest.mark.parametrize("w", [16, 32, 64])
+def test_listed_rows_in_groups_without_free_base_bits_match_the_reference(w):
+    """Rows listed against base patterns that leave no bit free (a sparse matrix's usual
+    plan) write only their listed chunks; the words are still exactly the format's, over
+    several 32-chunk segments, in a plan whose other row group's base patterns do leave bits
+    free (the shortcut is decided per group)."""
+    from ibp_gnn.codec.plan import score_rows
+    x = make_matrix("float32", (60, 150), "sparse", w)
+    byte_rows, _, _ = as_byte_rows(x)
+    rng = np.random.default_rng(w)
+    plan = random_plan(rng, x, w, True, 2)
+    c = plan.num_chunks
+    chunks = np.pad(byte_rows, ((0, 0), (0, c * w // 8 - byte_rows.shape[1]))).view(
+        WORD_DTYPES[w])
+    mask, bitval = plan.mask.copy(), plan.bitval.copy()
+    mask[:c] = (1 << w) - 1                                   # group 0: no free base bits
+    bitval[:c] = chunks[rng.integers(0, len(chunks), c), np.arange(c)]
+    plan = dataclasses.replace(plan, mask=mask, bitval=bitval)
+    cm = compress(x, plan=plan)
+    assert not cm.raw_layout and cm.list_header
+    starts, ends = cm.row_offsets()
+    for i, words in enumerate(reference_encode(byte_rows, plan)):
+        assert [int(v) for v in cm.payload[starts[i]:ends[i]]] == words, f"row {i}"
+    assert_bits_equal(cm.decode(), x)
+    _, _, row_groups = score_rows(byte_rows, plan)
+    assert (row_groups == 0).any()
+
+
 def test_plan_without_an_empty_alternative_is_refused():
     x = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
     full = np.full(2, 0xFFFFFFFF, np.uint32)
@@ -541,13 +569,13 @@ def test_sample_columns_of_all_rows_and_of_a_few(monkeypatch, w):
     columns = sample_columns(rows, few)
     np.testing.assert_array_equal(columns, words[few].T)
     c = -(-22 // (w // 8))
-    # repeated picks, and more than the 255 rows a byte-wide counter holds
-    for picks in (np.array([3, 0, 49, 3]), rng.integers(0, 50, 700)):
-        counts = np.zeros(c * w, np.int64)
-        column_bit_counts(columns, picks, c, w, counts)
+    # groups of rows: repeated picks, none, and more than the 255 rows a byte-wide counter holds
+    groups = [np.array([3, 0, 49, 3]), np.zeros(0, np.int64), rng.integers(0, 50, 700)]
+    counts = np.zeros((3, c * w), np.int64)
+    column_bit_counts(columns, np.concatenate(groups), np.array([0, 4, 4, 704]), c, w, counts)
+    for picks, got in zip(groups, counts):
         chosen = np.pad(rows[few[picks]], ((0, 0), (0, c * w // 8 - 22)))
-        np.testing.assert_array_equal(counts,
-                                      np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
+        np.testing.assert_array_equal(got, np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
 
 
 def test_nearest_centers_are_the_exactly_nearest():

@@ -351,11 +351,11 @@ _BYTE_LOWS = np.uint64(0x0101010101010101)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def column_bit_counts(columns, rows, num_chunks, chunk_bits, out):
-    """``out[c * chunk_bits + b] += 1`` for every ``chunk_bits``-bit chunk ``c <
-    num_chunks`` of the rows numbered ``rows`` with bit ``b`` set (``columns``: the rows as
-    in :func:`_column_chunk`): the :func:`set_bit_counts` of those rows, counted from their
-    columns.
+def column_bit_counts(columns, rows, row_start, num_chunks, chunk_bits, out):
+    """``out[g, c * chunk_bits + b] += 1`` for every ``chunk_bits``-bit chunk ``c <
+    num_chunks`` with bit ``b`` set of the rows numbered ``rows[row_start[g]:row_start[g + 1]]``
+    (``columns``: the rows as in :func:`_column_chunk`; ``out``: ``[G, >= C * chunk_bits]``):
+    the :func:`set_bit_counts` of each group of rows, counted from their columns.
 
     Counts whole 64-bit words eight bits at a time: bit ``k`` of every byte of a word is
     added into byte-wide counters of one accumulator, emptied every 255 rows, so a word
@@ -364,35 +364,43 @@ def column_bit_counts(columns, rows, num_chunks, chunk_bits, out):
     """
     per_word = 64 // chunk_bits
     num_words = (num_chunks + per_word - 1) // per_word
+    num_groups = row_start.shape[0] - 1
     limit = num_chunks * chunk_bits
-    for c64 in nb.prange(num_words):  # (each word column adds to its own counts)
+    entries = num_groups * num_words
+    tasks = min(entries, 64)
+    for task in nb.prange(tasks):  # (buffers allocated once per task: see column_alternatives)
         acc = np.zeros(8, np.uint64)
         totals = np.zeros(64, np.int64)  # bit p of the 64-bit word
-        filled = 0
-        for i in range(rows.shape[0] + 1):
-            if filled == 255 or i == rows.shape[0]:
+        for e in range(task, entries, tasks):
+            g = e // num_words
+            c64 = e % num_words
+            totals[:] = 0
+            filled = 0
+            r1 = row_start[g + 1]
+            for i in range(row_start[g], r1 + 1):
+                if filled == 255 or i == r1:
+                    for k in range(8):
+                        for lane in range(8):
+                            totals[8 * lane + k] += np.int64((acc[k] >> np.uint64(8 * lane))
+                                                             & np.uint64(0xFF))
+                        acc[k] = _U0
+                    filled = 0
+                    if i == r1:
+                        break
+                x = columns[c64, rows[i]]
+                filled += 1
+                if x == _U0:  # (the bulk of sparse columns)
+                    continue
                 for k in range(8):
-                    for lane in range(8):
-                        totals[8 * lane + k] += np.int64((acc[k] >> np.uint64(8 * lane))
-                                                         & np.uint64(0xFF))
-                    acc[k] = _U0
-                filled = 0
-                if i == rows.shape[0]:
-                    break
-            x = columns[c64, rows[i]]
-            filled += 1
-            if x == _U0:  # (the bulk of sparse columns)
-                continue
-            for k in range(8):
-                acc[k] += (x >> np.uint64(k)) & _BYTE_LOWS
-        for p in range(64):
-            # bit p of the word is bit p % w of its (p // w)-th chunk in memory order
-            j = p // chunk_bits
-            if not _FIRST_CHUNK_LOW:
-                j = per_word - 1 - j
-            target = (c64 * per_word + j) * chunk_bits + p % chunk_bits
-            if target < limit:
-                out[target] += totals[p]
+                    acc[k] += (x >> np.uint64(k)) & _BYTE_LOWS
+            for p in range(64):
+                # bit p of the word is bit p % w of its (p // w)-th chunk in memory order
+                j = p // chunk_bits
+                if not _FIRST_CHUNK_LOW:
+                    j = per_word - 1 - j
+                target = (c64 * per_word + j) * chunk_bits + p % chunk_bits
+                if target < limit:
+                    out[g, target] += totals[p]
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -630,20 +638,28 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, slot_
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
     group_bits = _bit_length(num_groups - 1)
+    # groups with a base pattern that leaves bits free: a listed row of any other group only
+    # writes its listed chunks (sparse rows: a few of thousands)
+    base_free = np.zeros(num_groups, np.bool_)
+    for g in range(num_groups):
+        for c in range(num_chunks):
+            if pat_free[kinds[g * num_chunks + c]]:
+                base_free[g] = True
     for task in nb.prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
         chosen = np.empty(SEGMENT, np.int64)  # the segment's patterns, picked once per chunk
+        listed = np.empty(num_chunks if list_header else 0, np.int64)
         for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
             _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start,
                         slot_mask, slot_bitval, slot_free, pat_mask, pat_bitval, pat_free,
                         run_start, run_len, run_count, list_header, header, count_bits, pos_bits,
-                        group_bits, groups, offsets, payload, chosen)
+                        group_bits, groups, offsets, payload, chosen, listed, base_free)
 
 
 @nb.njit(inline="always")
 def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, slot_mask,
                 slot_bitval, slot_free, pat_mask, pat_bitval, pat_free, run_start, run_len,
                 run_count, list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
-                payload, chosen):
+                payload, chosen, listed, base_free):
     start = offsets[i]
     end = offsets[i + 1]
     if end - start == num_chunks:
@@ -655,16 +671,45 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
     first = groups[i] * num_chunks
     q, acc, held = _append(payload, start + header, _U0, 0, np.uint64(groups[i]), group_bits, w)
     if list_header:
-        listed = 0
+        num_listed = 0
         for c in range(num_chunks):
             k = kinds[first + c]
-            if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
-                listed += 1
-        q, acc, held = _append(payload, q, acc, held, np.uint64(listed), count_bits, w)
-        for c in range(num_chunks):
-            k = kinds[first + c]
-            if (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]:
-                q, acc, held = _append(payload, q, acc, held, np.uint64(c), pos_bits, w)
+            listed[num_listed] = c
+            num_listed += (np.uint64(words[i, c]) & pat_mask[k]) != pat_bitval[k]
+        q, acc, held = _append(payload, q, acc, held, np.uint64(num_listed), count_bits, w)
+        for e in range(num_listed):
+            q, acc, held = _append(payload, q, acc, held, np.uint64(listed[e]), pos_bits, w)
+        if not base_free[groups[i]]:
+            # only the listed chunks write anything: per segment, their selectors, then their
+            # free bits (what the loop below writes, without visiting every chunk)
+            e0 = 0
+            while e0 < num_listed:
+                segment = listed[e0] // SEGMENT
+                e1 = e0
+                while e1 < num_listed and listed[e1] // SEGMENT == segment:
+                    c = listed[e1]
+                    k = kinds[first + c]
+                    v = _pick_alt(np.uint64(words[i, c]), k, sel_bits, slot_mask, slot_bitval,
+                                  slot_free)
+                    chosen[e1 - e0] = num_kinds + alt_start[k] + v
+                    if sel_bits[k]:
+                        q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k],
+                                               w)
+                    e1 += 1
+                for e in range(e0, e1):
+                    p = chosen[e - e0]
+                    if pat_free[p]:
+                        q, acc, held = _append(payload, q, acc, held,
+                                               _extract(np.uint64(words[i, listed[e]]), p,
+                                                        run_start, run_len, run_count),
+                                               pat_free[p], w)
+                e0 = e1
+            if held:
+                payload[q] = _shl(acc, w - held)
+                q += 1
+            for h in range(q, end):
+                payload[h] = 0
+            return
     for c0 in range(0, num_chunks, SEGMENT):
         c1 = min(c0 + SEGMENT, num_chunks)
         for c in range(c0, c1):  # selectors of the segment's non-base chunks

@@ -201,13 +201,16 @@ def _candidate_masks(counts: np.ndarray, n, chunk_bits: int, num_chunks: int,
     per_chunk = counts[..., :num_chunks * chunk_bits].reshape(
         counts.shape[:-1] + (num_chunks, chunk_bits))
     n = np.asarray(n, np.int64).reshape(np.shape(n) + (1, 1))
-    weights = np.uint64(1) << np.arange(chunk_bits, dtype=np.uint64)
-    majority_bits = per_chunk * 2 > n
     agreement = np.maximum(per_chunk, n - per_chunk) / np.maximum(n, 1)
-    majority = (majority_bits * weights).sum(-1, dtype=np.uint64)
-    masks = np.stack([((agreement >= t - 1e-12) * weights).sum(-1, dtype=np.uint64)
-                      for t in thresholds])
-    return majority.astype(np.uint64), masks.astype(np.uint64)
+    limits = np.asarray(thresholds, np.float64).reshape((-1,) + (1,) * agreement.ndim) - 1e-12
+    return _bits_to_words(per_chunk * 2 > n), _bits_to_words(agreement >= limits)
+
+
+def _bits_to_words(bits: np.ndarray) -> np.ndarray:
+    """Boolean ``[..., w]`` (bit ``b`` of each word last) -> uint64 ``[...]`` words."""
+    w = bits.shape[-1]
+    packed = np.ascontiguousarray(np.packbits(bits, axis=-1, bitorder="little"))
+    return packed.view(f"<u{w // 8}")[..., 0].astype(np.uint64)
 
 
 #: Base pattern candidates of the extended search: exact values (0.5: every bit in the mask),
@@ -608,13 +611,13 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         if len(groups) < 2:
             return None, 0.0
         sizes = np.array([len(members) for members in groups], np.int64)
+        members = np.concatenate(groups)
+        row_start = np.concatenate([[0], np.cumsum(sizes)])
         group_counts = np.zeros((len(groups), c * w), np.int64)
-        for g, members in enumerate(groups):
-            _kernels.column_bit_counts(columns, members, c, w, group_counts[g])
+        _kernels.column_bit_counts(columns, members, row_start, c, w, group_counts)
         [(grouped, estimates)] = group_extended_plans(
-            columns, c, group_counts, sizes, w, single.threshold, np.concatenate(groups),
-            np.concatenate([[0], np.cumsum(sizes)]), num_rows=np.maximum(1, num_rows * sizes // m),
-            list_headers=(single.list_header,))
+            columns, c, group_counts, sizes, w, single.threshold, members, row_start,
+            num_rows=np.maximum(1, num_rows * sizes // m), list_headers=(single.list_header,))
         return grouped, (sum(estimates.tolist()) + num_rows * (len(groups) - 1).bit_length()
                          - table_bits(grouped))
 
