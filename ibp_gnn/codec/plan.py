@@ -442,7 +442,8 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     rest_cost = np.zeros((len(ts), entries, levels), np.int64)
     rest_count = np.zeros((len(ts), entries), np.int64)
     base_cost = np.zeros((len(ts), entries), np.int64)
-    # (most columns of a sparse matrix hold one value in a group: no rows to read for them)
+    # (most columns of a sparse matrix hold one value in a group: no rows to read for them;
+    # the first candidate, threshold 0.5, is the exact majority value those rows all hold)
     per_chunk = counts[:, :c * w].reshape(num_groups, c, w)
     sizes = np.asarray(n, np.int64)[:, None, None]
     constant = ((per_chunk == 0) | (per_chunk == sizes)).all(-1).reshape(entries)
