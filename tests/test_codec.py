@@ -473,15 +473,20 @@ def test_planner_groups_rows_when_it_pays(monkeypatch):
     assert compress(uniform).num_groups == 1
 
 
-def test_planner_picks_the_group_count_by_size(monkeypatch):
-    """Eight populations of rows (each its own dense prototype, a few values varying): eight
-    row groups store them smaller than four, and the planner takes eight."""
+def eight_populations() -> np.ndarray:
+    """800 float32 rows of 48 values from eight dense prototypes, 5 % of values redrawn."""
     rng = np.random.default_rng(2)
     prototypes = rng.standard_normal((8, 48)).astype(np.float32)
     rows = np.repeat(prototypes, 100, axis=0)
     noisy = rng.random(rows.shape) < 0.05
     rows[noisy] = rng.standard_normal(int(noisy.sum())).astype(np.float32)
-    rows = rows[rng.permutation(len(rows))]
+    return rows[rng.permutation(len(rows))]
+
+
+def test_planner_picks_the_group_count_by_size(monkeypatch):
+    """Eight populations of rows (each its own dense prototype, a few values varying): eight
+    row groups store them smaller than four, and the planner takes eight."""
+    rows = eight_populations()
     chosen = compress(rows)
     assert chosen.num_groups == 8
     assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
@@ -497,12 +502,7 @@ def test_group_counts_compared_on_other_rows_or_on_every_row(monkeypatch, whole_
     and the row sizes the planner hands the encoder are the stored ones."""
     from ibp_gnn.codec import dtypes
     from ibp_gnn.codec.plan import plan_rows
-    rng = np.random.default_rng(2)
-    prototypes = rng.standard_normal((8, 48)).astype(np.float32)
-    rows = np.repeat(prototypes, 100, axis=0)
-    noisy = rng.random(rows.shape) < 0.05
-    rows[noisy] = rng.standard_normal(int(noisy.sum())).astype(np.float32)
-    rows = rows[rng.permutation(len(rows))]
+    rows = eight_populations()
     monkeypatch.setattr("ibp_gnn.codec.plan.DISCOVERY_ROWS", 300)
     monkeypatch.setattr("ibp_gnn.codec.plan.WHOLE_SCORING_ROWS", whole_rows)
     chosen = compress(rows)
