@@ -1146,7 +1146,7 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
             split_bit[best_leaf] = -2
             split_bit[leaves] = -2
             leaves += 1
-        for v in range(slots):
+        for v in range(alt_masks.shape[3]):  # (every slot: the caller need not clear them)
             alt_masks[a, j, s, v] = _U0
             alt_bitvals[a, j, s, v] = _U0
         if target and kept:
@@ -1187,7 +1187,7 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
     entry ``j`` the chunks that miss the base pattern ("the rest") are split greedily on
     single bits into up to 7 groups, each coded against its own pattern. Outputs:
     ``alt_masks/alt_bitvals[a, j, s, :2**s]`` the alternatives for ``s`` selector bits (the
-    last one always the empty mask);
+    last one always the empty mask; every slot after them zero, all written here);
     ``rest_cost[a, j, s]`` the bits the rest costs with them (selectors included);
     ``rest_count[a, j]`` and ``base_cost[a, j]`` (free bits of the chunks matching the base).
     All groups in one call: the columns of small groups then share the threads evenly.
@@ -1281,6 +1281,6 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
                 base_cost[a, j] = base_cost[f, j]
                 for s in range(MAX_SELECT_BITS + 1):
                     rest_cost[a, j, s] = rest_cost[f, j, s]
-                    for v in range(1 << s):
+                    for v in range(alt_masks.shape[3]):
                         alt_masks[a, j, s, v] = alt_masks[f, j, s, v]
                         alt_bitvals[a, j, s, v] = alt_bitvals[f, j, s, v]

@@ -437,11 +437,12 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     base_bitvals = majority.reshape(1, entries) & base_masks
     slots = 1 << _kernels.MAX_SELECT_BITS
     levels = _kernels.MAX_SELECT_BITS + 1
-    alt_m = np.zeros((len(ts), entries, levels, slots), np.uint64)
-    alt_b = np.zeros_like(alt_m)
-    rest_cost = np.zeros((len(ts), entries, levels), np.int64)
-    rest_count = np.zeros((len(ts), entries), np.int64)
-    base_cost = np.zeros((len(ts), entries), np.int64)
+    # (every entry is written by the kernel: no clearing of arrays of up to tens of MB)
+    alt_m = np.empty((len(ts), entries, levels, slots), np.uint64)
+    alt_b = np.empty_like(alt_m)
+    rest_cost = np.empty((len(ts), entries, levels), np.int64)
+    rest_count = np.empty((len(ts), entries), np.int64)
+    base_cost = np.empty((len(ts), entries), np.int64)
     # (most columns of a sparse matrix hold one value in a group: no rows to read for them;
     # the first candidate, threshold 0.5, is the exact majority value those rows all hold)
     per_chunk = counts[:, :c * w].reshape(num_groups, c, w)
