@@ -168,8 +168,8 @@ def _center_distance(bits, i, ones, sums32, square, size, j):
     return (ones * size * size - 2 * size * np.int64(dot) + square) / (size * size)
 
 
-#: Room left for rounding when a bound decides that a row keeps its centre: distances are
-#: counts of bits, far above it.
+#: Room left for rounding when a bound decides that a row keeps its centre (distances over at
+#: most a few hundred bits carry rounding errors near 1e-13).
 _BOUND_SLACK = 1e-6
 
 
