@@ -132,10 +132,7 @@ def nearest_centers(bits, sums, sizes, labels):
     rows ``N^2 |x - S/N|^2 = N^2 |x| - 2N (x . S) + |S|^2`` is an integer, so the distances are
     exact up to one final division and the labels the same on every machine."""
     k, nbits = sums.shape
-    square = np.zeros(k, np.int64)
-    for j in range(k):
-        for b in range(nbits):
-            square[j] += sums[j, b] * sums[j, b]
+    square = _center_squares(sums)
     # (int32 products vectorize twice as wide; a sum of at most n 0/1 rows fits easily)
     sums32 = sums.astype(np.int32)
     changes = 0
@@ -154,6 +151,17 @@ def nearest_centers(bits, sums, sizes, labels):
             labels[i] = best
             changes += 1
     return changes > 0
+
+
+@nb.njit(inline="always")
+def _center_squares(sums):
+    """``|S_j|^2`` of every centre's sum of rows, int64 ``[k]``."""
+    k, nbits = sums.shape
+    square = np.zeros(k, np.int64)
+    for j in range(k):
+        for b in range(nbits):
+            square[j] += sums[j, b] * sums[j, b]
+    return square
 
 
 @nb.njit(inline="always")
@@ -194,16 +202,12 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
     for i in nb.prange(n):
         for b in range(nbits):
             ones[i] += bits[i, b]
-    square = np.zeros(k, np.int64)
     old = np.zeros((k, nbits))
     moved_by = np.zeros(k)
     changed = False
     for r in range(rounds):
         sums32 = sums.astype(np.int32)
-        for j in range(k):
-            square[j] = 0
-            for b in range(nbits):
-                square[j] += sums[j, b] * sums[j, b]
+        square = _center_squares(sums)
         changes = 0
         for i in nb.prange(n):
             label = labels[i]
@@ -670,8 +674,8 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
         payload[h] = 0
     first = groups[i] * num_chunks
     q, acc, held = _append(payload, start + header, _U0, 0, np.uint64(groups[i]), group_bits, w)
+    num_listed = 0
     if list_header:
-        num_listed = 0
         for c in range(num_chunks):
             k = kinds[first + c]
             listed[num_listed] = c
@@ -679,64 +683,68 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
         q, acc, held = _append(payload, q, acc, held, np.uint64(num_listed), count_bits, w)
         for e in range(num_listed):
             q, acc, held = _append(payload, q, acc, held, np.uint64(listed[e]), pos_bits, w)
-        if not base_free[groups[i]]:
-            # only the listed chunks write anything: per segment, their selectors, then their
-            # free bits (what the loop below writes, without visiting every chunk)
-            e0 = 0
-            while e0 < num_listed:
-                segment = listed[e0] // SEGMENT
-                e1 = e0
-                while e1 < num_listed and listed[e1] // SEGMENT == segment:
-                    c = listed[e1]
-                    k = kinds[first + c]
-                    v = _pick_alt(np.uint64(words[i, c]), k, sel_bits, slot_mask, slot_bitval,
-                                  slot_free)
-                    chosen[e1 - e0] = num_kinds + alt_start[k] + v
-                    if sel_bits[k]:
-                        q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k],
-                                               w)
-                    e1 += 1
-                for e in range(e0, e1):
-                    p = chosen[e - e0]
-                    if pat_free[p]:
-                        q, acc, held = _append(payload, q, acc, held,
-                                               _extract(np.uint64(words[i, listed[e]]), p,
-                                                        run_start, run_len, run_count),
-                                               pat_free[p], w)
-                e0 = e1
-            if held:
-                payload[q] = _shl(acc, w - held)
-                q += 1
-            for h in range(q, end):
-                payload[h] = 0
-            return
-    for c0 in range(0, num_chunks, SEGMENT):
-        c1 = min(c0 + SEGMENT, num_chunks)
-        for c in range(c0, c1):  # selectors of the segment's non-base chunks
-            x = np.uint64(words[i, c])
-            k = kinds[first + c]
-            p = k
-            if (x & pat_mask[k]) == pat_bitval[k]:
-                if not list_header:
-                    payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
-            else:
-                v = _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
-                p = num_kinds + alt_start[k] + v
-                if sel_bits[k]:
-                    q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k], w)
-            chosen[c - c0] = p
-        for c in range(c0, c1):  # then their free bits
-            p = chosen[c - c0]
-            if pat_free[p]:
-                q, acc, held = _append(payload, q, acc, held,
-                                       _extract(np.uint64(words[i, c]), p, run_start, run_len,
-                                                run_count),
-                                       pat_free[p], w)
+    if list_header and not base_free[groups[i]]:
+        # only the listed chunks write anything: per segment, their selectors, then their
+        # free bits (what the loop below writes, without visiting every chunk)
+        e0 = 0
+        while e0 < num_listed:
+            segment = listed[e0] // SEGMENT
+            e1 = e0
+            while e1 < num_listed and listed[e1] // SEGMENT == segment:
+                c = listed[e1]
+                chosen[e1 - e0], q, acc, held = _write_selector(
+                    payload, q, acc, held, np.uint64(words[i, c]), kinds[first + c], num_kinds,
+                    sel_bits, alt_start, slot_mask, slot_bitval, slot_free, w)
+                e1 += 1
+            for e in range(e0, e1):
+                q, acc, held = _write_free(payload, q, acc, held, np.uint64(words[i, listed[e]]),
+                                           chosen[e - e0], pat_free, run_start, run_len,
+                                           run_count, w)
+            e0 = e1
+    else:
+        for c0 in range(0, num_chunks, SEGMENT):
+            c1 = min(c0 + SEGMENT, num_chunks)
+            for c in range(c0, c1):  # selectors of the segment's non-base chunks
+                x = np.uint64(words[i, c])
+                k = kinds[first + c]
+                p = k
+                if (x & pat_mask[k]) == pat_bitval[k]:
+                    if not list_header:
+                        payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
+                else:
+                    p, q, acc, held = _write_selector(payload, q, acc, held, x, k, num_kinds,
+                                                      sel_bits, alt_start, slot_mask,
+                                                      slot_bitval, slot_free, w)
+                chosen[c - c0] = p
+            for c in range(c0, c1):  # then their free bits
+                q, acc, held = _write_free(payload, q, acc, held, np.uint64(words[i, c]),
+                                           chosen[c - c0], pat_free, run_start, run_len,
+                                           run_count, w)
     if held:
         payload[q] = _shl(acc, w - held)
         q += 1
     for h in range(q, end):
         payload[h] = 0
+
+
+@nb.njit(inline="always")
+def _write_selector(payload, q, acc, held, x, k, num_kinds, sel_bits, alt_start, slot_mask,
+                    slot_bitval, slot_free, w):
+    """``(p, q, acc, held)``: the pattern ``p`` a non-base chunk ``x`` of kind ``k`` is coded
+    against (its alternative with the fewest free bits), after appending its selector."""
+    v = _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
+    if sel_bits[k]:
+        q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k], w)
+    return num_kinds + alt_start[k] + v, q, acc, held
+
+
+@nb.njit(inline="always")
+def _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len, run_count, w):
+    """Append the free bits of chunk ``x`` under pattern ``p``: ``(q, acc, held)``."""
+    if pat_free[p]:
+        q, acc, held = _append(payload, q, acc, held,
+                               _extract(x, p, run_start, run_len, run_count), pat_free[p], w)
+    return q, acc, held
 
 
 @nb.njit(inline="always")
@@ -946,7 +954,6 @@ REST_SAMPLE = 256
 #: Most distinct values the chunks missing a base may take for column_alternatives to search
 #: them as values with counts instead of chunk by chunk.
 DISTINCT_VALUES = 16
-_LEAF_STEPS = (1, 3, 7)  # alternatives (besides the empty mask) for 1, 2 and 3 selector bits
 
 
 _M1 = np.uint64(0x5555555555555555)
@@ -1094,8 +1101,9 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
                              all_vals, all_weights, all_leaf_of, distinct, distinct_weights,
                              counts, sizes, matched, leaf_masks, leaf_bitvals, buf, buf_weights,
                              split_gain, split_bit, slot_free):
-    """Entry ``j`` (a column of a row group) under base ``a`` for :func:`column_alternatives`: the ``rest`` chunks that
-    miss the base are ``all_vals[:rest]`` (in row order; overwritten here). Works in the
+    """Entry ``j`` (a column of a row group) under base ``a`` for
+    :func:`column_alternatives`: the ``rest`` chunks that miss the base are
+    ``all_vals[:rest]`` (in row order; overwritten here). Works in the
     caller's buffers (``all_vals``/``all_weights``/``all_leaf_of`` hold one entry per row).
     When the rest takes at most :data:`DISTINCT_VALUES` values (a bag-of-words column: mostly
     the same count), the search runs on those values, each weighted by its chunks; else above

@@ -443,11 +443,10 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     rest_cost = np.empty((len(ts), entries, levels), np.int64)
     rest_count = np.empty((len(ts), entries), np.int64)
     base_cost = np.empty((len(ts), entries), np.int64)
-    # (most columns of a sparse matrix hold one value in a group: no rows to read for them;
-    # the first candidate, threshold 0.5, is the exact majority value those rows all hold)
-    per_chunk = counts[:, :c * w].reshape(num_groups, c, w)
-    sizes = np.asarray(n, np.int64)[:, None, None]
-    constant = ((per_chunk == 0) | (per_chunk == sizes)).all(-1).reshape(entries)
+    # (most columns of a sparse matrix hold one value in a group: no rows to read for them.
+    # They are those whose threshold-1.0 mask, the last candidate, keeps every bit; the first
+    # candidate, threshold 0.5, is then that value)
+    constant = base_masks[-1] == np.uint64((1 << w) - 1)
     _kernels.column_alternatives(columns, members, np.asarray(row_start, np.int64), c, w,
                                  base_masks, base_bitvals, constant,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
