@@ -494,6 +494,33 @@ def test_planner_picks_the_group_count_by_size(monkeypatch):
     assert compress(rows).host_bytes > chosen.host_bytes
 
 
+def test_extrapolated_gain_scales_the_last_gain_by_its_shrinkage():
+    from ibp_gnn.codec.plan import extrapolated_gain
+    assert extrapolated_gain([]) is None and extrapolated_gain([0.1]) is None
+    assert extrapolated_gain([0.0, 0.05]) is None and extrapolated_gain([-0.01, 0.05]) is None
+    assert extrapolated_gain([0.08, 0.04]) == pytest.approx(0.02)
+    assert extrapolated_gain([0.5, 0.08, 0.04]) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("min_gain, counts_tried", [(0.02, [4, 8, 16]), (0.03, [4, 8])])
+def test_a_count_whose_expected_gain_falls_short_is_not_tried(monkeypatch, min_gain,
+                                                              counts_tried):
+    """Eight populations: four groups gain about 58% over one, eight about 25% over four, so
+    sixteen can be expected to gain about 11%. Sixteen needs 4 * MIN_GROUP_GAIN: it is
+    clustered and searched at 2% (8% needed) and given up without either at 3% (12%).
+    (Eight clusters may merge two populations; the rows still decode exactly.)"""
+    from ibp_gnn.codec import plan
+    rows = eight_populations()
+    tried = []
+    cluster_rows = plan.cluster_rows
+    monkeypatch.setattr(plan, "MIN_GROUP_GAIN", min_gain)
+    monkeypatch.setattr(plan, "cluster_rows",
+                        lambda bits, k, seed=0: tried.append(k) or cluster_rows(bits, k, seed))
+    chosen = compress(rows)
+    assert tried == counts_tried and chosen.num_groups >= 7
+    assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
+
+
 @pytest.mark.parametrize("whole_rows", [0, 10 ** 6])
 def test_group_counts_compared_on_other_rows_or_on_every_row(monkeypatch, whole_rows):
     """With more rows than the patterns are discovered from, group counts are compared on
@@ -700,6 +727,26 @@ def test_cluster_rows_fitted_on_a_sample_put_every_row_with_its_population(monke
     assert len(set(labels)) == 3
 
 
+def test_columns_a_group_holds_constant_get_no_alternatives():
+    """Columns constant within a row group are left out of the alternative search: their
+    base is the value itself, with no selector bits and only empty alternative slots, while
+    the varying columns of the same call still get theirs."""
+    from ibp_gnn.codec.plan import bit_counts, extended_plans, sample_columns
+    rng = np.random.default_rng(4)
+    x = np.zeros((500, 3), np.float32)
+    x[:, 0] = 2.5                                        # constant
+    x[:, 1] = rng.choice([0.0, 1.0, 2.0, 3.0, 7.0], 500)  # a few values: alternatives pay
+    rows = x.view(np.uint8)
+    [(bitmap, _)] = [(p, e) for p, e in extended_plans(sample_columns(rows), 3,
+                                                       bit_counts(rows), 500, 32, 0.9)
+                     if not p.list_header]
+    assert bitmap.select_bits[0] == 0 and bitmap.select_bits[1] > 0
+    assert bitmap.mask[0] == 0xFFFFFFFF and bitmap.bitval[0] == np.float32(2.5).view(np.uint32)
+    assert not bitmap.alt_masks[0].any() and not bitmap.alt_bitvals[0].any()
+    assert bitmap.alt_masks[1, :(1 << int(bitmap.select_bits[1])) - 1].any()
+    assert not bitmap.alt_masks[1, 1 << int(bitmap.select_bits[1]):].any()
+
+
 def test_alternatives_of_a_few_distinct_values_are_exact():
     """Chunks missing the base that take only a few values (a bag-of-words column: mostly one
     count) are searched as values with counts over all of them, never a sample: with two
@@ -713,20 +760,20 @@ def test_alternatives_of_a_few_distinct_values_are_exact():
     column[missed] = values[rng.integers(0, 3, int(missed.sum()))]
     rows = column.view(np.uint8).reshape(4000, 4)
     columns = sample_columns(rows)
-    levels, slots = _kernels.MAX_SELECT_BITS + 1, 1 << _kernels.MAX_SELECT_BITS
-    alt_m = np.zeros((1, 1, levels, slots), np.uint64)
+    levels = _kernels.MAX_SELECT_BITS + 1
+    alt_m = np.zeros((1, 1, (1 << levels) - 1), np.uint64)  # level s: slots 2**s - 1 on
     alt_b = np.zeros_like(alt_m)
     rest_cost = np.zeros((1, 1, levels), np.int64)
     rest_count = np.zeros((1, 1), np.int64)
     base_cost = np.zeros((1, 1), np.int64)
     full = np.array([[0xFFFFFFFF]], np.uint64)
     _kernels.column_alternatives(columns, np.arange(4000), np.array([0, 4000]), 1, 32, full,
-                                 np.zeros_like(full), np.zeros(1, np.bool_),
+                                 np.zeros_like(full), np.zeros(1, np.int64),
                                  np.array([1.0, 0.99, 0.95, 0.9]), 64, alt_m, alt_b,
                                  rest_cost, rest_count, base_cost)
     rest = int(missed.sum())
     assert rest_count[0, 0] == rest and rest_count[0, 0] > _kernels.REST_SAMPLE
-    assert sorted(alt_b[0, 0, 2, :3]) == sorted(values.astype(np.uint64))
-    assert (alt_m[0, 0, 2, :3] == 0xFFFFFFFF).all() and alt_m[0, 0, 2, 3] == 0
+    assert sorted(alt_b[0, 0, 3:6]) == sorted(values.astype(np.uint64))
+    assert (alt_m[0, 0, 3:6] == 0xFFFFFFFF).all() and alt_m[0, 0, 6] == 0
     assert rest_cost[0, 0, 2] == 2 * rest   # the selector, no free bits
     assert rest_cost[0, 0, 0] == 32 * rest  # no alternatives: every miss stored whole

@@ -1154,25 +1154,26 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
             split_bit[best_leaf] = -2
             split_bit[leaves] = -2
             leaves += 1
-        for v in range(alt_masks.shape[3]):  # (every slot: the caller need not clear them)
-            alt_masks[a, j, s, v] = _U0
-            alt_bitvals[a, j, s, v] = _U0
+        level = slots - 1  # the level's first slot (see column_alternatives)
+        for v in range(slots):  # (every slot: the caller need not clear them)
+            alt_masks[a, j, level + v] = _U0
+            alt_bitvals[a, j, level + v] = _U0
         if target and kept:
             if patterned != leaves:  # (no leaf split since the last level: same patterns)
                 _leaf_patterns(vals, weights, leaf_of, leaves, w, taus, counts, sizes, matched,
                                leaf_masks, leaf_bitvals)
                 patterned = leaves
             for leaf in range(min(leaves, target)):
-                alt_masks[a, j, s, leaf] = leaf_masks[leaf]
-                alt_bitvals[a, j, s, leaf] = leaf_bitvals[leaf]
+                alt_masks[a, j, level + leaf] = leaf_masks[leaf]
+                alt_bitvals[a, j, level + leaf] = leaf_bitvals[leaf]
         for v in range(slots):
-            slot_free[v] = w - _popcount(alt_masks[a, j, s, v])
+            slot_free[v] = w - _popcount(alt_masks[a, j, level + v])
         total = 0
         for i in range(kept):
             x = vals[i]
             best = w
             for v in range(slots):
-                if (x & alt_masks[a, j, s, v]) == alt_bitvals[a, j, s, v]:
+                if (x & alt_masks[a, j, level + v]) == alt_bitvals[a, j, level + v]:
                     best = min(best, slot_free[v])
             total += weights[i] * (s + best)
         rest_cost[a, j, s] = total * rest // max(chunks, 1)
@@ -1180,22 +1181,23 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_masks, base_bitvals,
-                        constant, taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count,
+                        entry_ids, taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count,
                         base_cost):
     """Alternative patterns of every column of every row group for every candidate base
     pattern, and their cost.
 
     ``words``: some rows column by column as 64-bit words (:func:`_column_chunk`); group ``g``
     is planned from the rows numbered ``rows[row_start[g]:row_start[g + 1]]`` (in that
-    order), ``G = row_start.shape[0] - 1`` groups in all, and its column ``c`` is entry
-    ``j = g * C + c`` of the per-column arrays below;
-    ``base_masks/base_bitvals``: ``[B, G * C]`` candidate base patterns, the first the exact
-    value most chunks hold; ``constant[G * C]``: entries whose chunks all hold that value (known
-    from their bit counts: their rows are not read). For base ``a`` and
+    order), ``G = row_start.shape[0] - 1`` groups in all. Entry ``j`` of the per-entry arrays
+    below is column ``c`` of group ``g`` where ``entry_ids[j] = g * C + c`` (the caller leaves
+    out columns a group holds constant: nothing to search there);
+    ``base_masks/base_bitvals``: ``[B, E]`` candidate base patterns, the first the exact
+    value most chunks hold. For base ``a`` and
     entry ``j`` the chunks that miss the base pattern ("the rest") are split greedily on
     single bits into up to 7 groups, each coded against its own pattern. Outputs:
-    ``alt_masks/alt_bitvals[a, j, s, :2**s]`` the alternatives for ``s`` selector bits (the
-    last one always the empty mask; every slot after them zero, all written here);
+    ``alt_masks/alt_bitvals[a, j, 2**s - 1 + v]`` alternative ``v < 2**s`` for ``s``
+    selector bits (the last one always the empty mask; every slot written here), the levels
+    ``s = 0..3`` one after another in 15 slots;
     ``rest_cost[a, j, s]`` the bits the rest costs with them (selectors included);
     ``rest_count[a, j]`` and ``base_cost[a, j]`` (free bits of the chunks matching the base).
     All groups in one call: the columns of small groups then share the threads evenly.
@@ -1247,14 +1249,14 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
         split_bit = np.zeros(8, np.int64)
         slot_free = np.zeros(8, np.int64)
         for j in range(task, num_entries, tasks):
-            c = j % num_chunks
-            g = j // num_chunks
+            c = entry_ids[j] % num_chunks
+            g = entry_ids[j] // num_chunks
             r0 = row_start[g]
             n = row_start[g + 1] - r0
             num_missed = 0
             bm = base_masks[0, j]
             bv = base_bitvals[0, j]
-            for i in range(0 if constant[j] else n):  # (branch-free: a miss is a coin toss)
+            for i in range(n):  # (branch-free: a miss is a coin toss)
                 x = _column_chunk(words, c, rows[r0 + i], w)
                 missed[num_missed] = x
                 num_missed += (x & bm) != bv
@@ -1289,6 +1291,6 @@ def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_mas
                 base_cost[a, j] = base_cost[f, j]
                 for s in range(MAX_SELECT_BITS + 1):
                     rest_cost[a, j, s] = rest_cost[f, j, s]
-                    for v in range(alt_masks.shape[3]):
-                        alt_masks[a, j, s, v] = alt_masks[f, j, s, v]
-                        alt_bitvals[a, j, s, v] = alt_bitvals[f, j, s, v]
+                for v in range(alt_masks.shape[2]):
+                    alt_masks[a, j, v] = alt_masks[f, j, v]
+                    alt_bitvals[a, j, v] = alt_bitvals[f, j, v]

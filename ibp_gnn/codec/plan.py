@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -372,7 +373,15 @@ def discovery_rows(n: int, seed: int) -> np.ndarray:
     (the planning sample draws from ``seed`` itself)."""
     if n <= DISCOVERY_ROWS:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed + 1).choice(n, DISCOVERY_ROWS, replace=False))
+    return _random_rows(n, DISCOVERY_ROWS, seed + 1).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _random_rows(n: int, count: int, seed: int) -> np.ndarray:
+    """``count`` of ``n`` rows drawn without replacement by ``seed``, sorted (kept: the planner
+    asks for the same draw more than once, and it costs more than planning a small matrix's
+    row groups)."""
+    return np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
 
 
 def sample_columns(byte_rows: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -435,52 +444,63 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     majority, masks = _candidate_masks(counts, n, w, c, ts)            # [G, C], [B, G, C]
     base_masks = masks.reshape(len(ts), entries)
     base_bitvals = majority.reshape(1, entries) & base_masks
-    slots = 1 << _kernels.MAX_SELECT_BITS
     levels = _kernels.MAX_SELECT_BITS + 1
-    # (every entry is written by the kernel: no clearing of arrays of up to tens of MB)
-    alt_m = np.empty((len(ts), entries, levels, slots), np.uint64)
+    # Most columns of a sparse matrix hold one value in a group: nothing to search there. They
+    # are those whose threshold-1.0 mask, the last candidate, keeps every bit (every candidate
+    # then keeps every bit): no rest, no alternatives, and the first candidate is chosen.
+    varying = np.flatnonzero(base_masks[-1] != np.uint64((1 << w) - 1))
+    num_varying = len(varying)
+    # (every slot is written by the kernel: no clearing)
+    alt_m = np.empty((len(ts), num_varying, (1 << levels) - 1), np.uint64)
     alt_b = np.empty_like(alt_m)
-    rest_cost = np.empty((len(ts), entries, levels), np.int64)
-    rest_count = np.empty((len(ts), entries), np.int64)
-    base_cost = np.empty((len(ts), entries), np.int64)
-    # (most columns of a sparse matrix hold one value in a group: no rows to read for them.
-    # They are those whose threshold-1.0 mask, the last candidate, keeps every bit; the first
-    # candidate, threshold 0.5, is then that value)
-    constant = base_masks[-1] == np.uint64((1 << w) - 1)
+    rest_cost = np.empty((len(ts), num_varying, levels), np.int64)
+    rest_count = np.empty((len(ts), num_varying), np.int64)
+    base_cost = np.empty((len(ts), num_varying), np.int64)
     _kernels.column_alternatives(columns, members, np.asarray(row_start, np.int64), c, w,
-                                 base_masks, base_bitvals, constant,
+                                 base_masks[:, varying], base_bitvals[:, varying], varying,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
     # costs are measured on the sample; a column's alternatives are stored once (at worst: when
     # no other column shares them), so they must pay for themselves over all rows
     rows = np.asarray(num_rows)
-    scale = np.repeat(rows / np.maximum(np.diff(row_start), 1), c)
-    rest_cost = rest_cost * scale[None, :, None] + alternative_table_bits(np.arange(levels),
-                                                                          w)[None, None, :]
+    scale = np.repeat(rows / np.maximum(np.diff(row_start), 1), c)[varying]
+    table = alternative_table_bits(np.arange(levels), w)
+    rest_cost = rest_cost * scale[None, :, None] + table[None, None, :]
     base_cost = base_cost * scale
     rest_count = rest_count * scale
     plans = []
-    cols = np.arange(entries)
     count_bits = c.bit_length()
     if list_headers is None:
         list_headers = (False, True) if list_header_fits(c, w) else (False,)
+    slot = np.arange(1 << (levels - 1))
+    cols = np.arange(entries)
     for list_header in list_headers:
-        cost = base_cost[:, :, None] + rest_cost                       # [B, G * C, S]
+        cost = base_cost[:, :, None] + rest_cost                       # [B, V, S]
         if list_header:
             cost = cost + (rest_count * pos_bits)[:, :, None]
-        flat = cost.transpose(1, 0, 2).reshape(entries, -1)            # [G * C, B * S]
+        flat = cost.transpose(1, 0, 2).reshape(num_varying, len(ts) * levels)  # [V, B * S]
         choice = np.argmin(flat, axis=1)
-        a, s = np.divmod(choice, levels)
+        a = np.zeros(entries, np.int64)
+        s = np.zeros(entries, np.int64)
+        a[varying], s[varying] = np.divmod(choice, levels)
+        entry_cost = np.full(entries, float(table[0]))  # (a constant column: no alternatives)
+        entry_cost[varying] = flat[np.arange(num_varying), choice]
+        # level s's 2**s slots, then zeros up to the 8 a plan holds
+        used = slot[None, :] < (1 << s[varying])[:, None]
+        at = np.where(used, (1 << s[varying])[:, None] - 1 + slot[None, :], 0)
+        alt_masks = np.zeros((entries, len(slot)), wd)
+        alt_bitvals = np.zeros_like(alt_masks)
+        picked = a[varying][:, None], np.arange(num_varying)[:, None], at
+        alt_masks[varying] = np.where(used, alt_m[picked], 0)
+        alt_bitvals[varying] = np.where(used, alt_b[picked], 0)
         # rows also pay their header and, on average, half a word of padding
         header = count_bits if list_header else -(-c // w) * w
-        estimate = (flat[cols, choice].reshape(num_groups, c).sum(1)
-                    + rows * (header + w / 2))
+        estimate = entry_cost.reshape(num_groups, c).sum(1) + rows * (header + w / 2)
         plans.append((Plan(w, base_masks[a, cols].astype(wd), base_bitvals[a, cols].astype(wd),
                            float(threshold), select_bits=s.astype(np.uint8),
-                           alt_masks=alt_m[a, cols, s].astype(wd),
-                           alt_bitvals=alt_b[a, cols, s].astype(wd), list_header=list_header,
-                           num_groups=num_groups),
+                           alt_masks=alt_masks, alt_bitvals=alt_bitvals,
+                           list_header=list_header, num_groups=num_groups),
                       estimate))
     return plans
 
@@ -543,6 +563,16 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return labels
 
 
+def extrapolated_gain(gains: list[float]) -> float | None:
+    """The gain the next row group count can be expected to bring when ``gains`` are those of
+    the counts before it, each over the best before it: gains shrink as the count doubles, so
+    the last gain scaled by how much it shrank from the one before (None without two gains to
+    compare, or when the earlier one was none)."""
+    if len(gains) < 2 or gains[-2] <= 0:
+        return None
+    return gains[-1] * gains[-1] / gains[-2]
+
+
 def combine_plans(plans: list[Plan]) -> Plan:
     """One plan whose row groups are ``plans`` (same chunk width and header kind)."""
     slots = max(p.alt_masks.shape[1] for p in plans)
@@ -575,7 +605,8 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     that many); the winner is confirmed against ``single`` by the exact size over every row
     (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix). A whole
     matrix of at most :data:`WHOLE_SCORING_ROWS` rows has every count compared by its exact
-    size over every row instead.
+    size over every row instead. A count whose :func:`extrapolated_gain` falls short of what
+    it needs is not tried.
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
     else None. ``columns``: the :func:`sample_columns` of the patterns' rows
@@ -644,19 +675,25 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     # column and group, at worst, where the container shares them between columns and groups
     best_estimate = None if single_estimate is None else single_estimate - table_bits(single)
     bits = cluster_bits(byte_rows, counts, pick if sampled else None)
+    gains = []  # estimated gain of each count taken over the best before it
     for k in GROUP_COUNTS:
         if m < MIN_GROUP_ROWS * k:
+            break
+        needed = 1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]
+        expected = extrapolated_gain(gains)
+        if expected is not None and expected < 1 - needed:
             break
         grouped, estimate = plan_groups(cluster_rows(bits, k, seed))
         if grouped is None:
             break
-        needed = 1 - MIN_GROUP_GAIN * k / GROUP_COUNTS[0]
         if best_estimate is not None and estimate >= best_estimate * needed:
             break
         cost, scored = host_cost(scoring, grouped)
         if cost >= best_cost * needed:
             break
         best, best_cost, best_scored = grouped, cost, scored
+        if best_estimate is not None:
+            gains.append(1 - estimate / best_estimate)
         best_estimate = estimate
     if best is None:
         return single, single_scored
