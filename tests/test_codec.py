@@ -494,6 +494,30 @@ def test_planner_picks_the_group_count_by_size(monkeypatch):
     assert compress(rows).host_bytes > chosen.host_bytes
 
 
+def test_a_plans_tables_are_built_once_per_compression(monkeypatch):
+    """The planner scores rows under a plan, prices its tables and hands it to the encoder:
+    within one compression each plan's tables are built once (the winner's once more, with
+    the payload); outside one, every call builds its own."""
+    from ibp_gnn.codec import encode
+    built = []
+    build_matrix = encode.build_matrix
+    monkeypatch.setattr(encode, "build_matrix",
+                        lambda plan, *a, **k: built.append(plan) or build_matrix(plan, *a, **k))
+    rows = eight_populations()
+    cm = compress(rows)
+    assert_bits_equal(cm.decode(), torch.from_numpy(rows))
+    times = {}
+    for plan in built:
+        times[id(plan)] = times.get(id(plan), 0) + 1
+    assert max(times.values()) == 2 and times[id(built[-1])] == 2
+    assert sum(n == 2 for n in times.values()) == 1
+    plan = built[-1]
+    assert encode.pattern_tables(plan, (5, 192)) is not encode.pattern_tables(plan, (5, 192))
+    with encode.reused_tables():
+        assert encode.pattern_tables(plan, (5, 192)) is encode.pattern_tables(plan, (5, 192))
+        assert encode.pattern_tables(plan, (5, 192)) is not encode.pattern_tables(plan, (6, 192))
+
+
 def test_extrapolated_gain_scales_the_last_gain_by_its_shrinkage():
     from ibp_gnn.codec.plan import extrapolated_gain
     assert extrapolated_gain([]) is None and extrapolated_gain([0.1]) is None

@@ -1,6 +1,8 @@
 """The encoder: a plan, then every row into one condensed buffer."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import time
 
@@ -35,7 +37,7 @@ def compress(x, *, chunk_bits="auto", thresholds=None,
     ``x`` is never modified.
     """
     t0 = time.perf_counter()
-    with reused_padding():
+    with reused_padding(), reused_tables():
         cm = _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator,
                             block_bytes, extended)
     cm.compress_seconds = time.perf_counter() - t0
@@ -57,7 +59,7 @@ def _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator, bloc
     c = -(-rb // (w // 8))
     if plan.num_chunks != c:
         raise ValueError(f"plan has {plan.num_chunks} chunks per row, the rows need {c}")
-    proto = pattern_tables(plan, (n,) + row_shape, name)
+    proto = pattern_tables(plan, byte_rows.shape)  # (the one the planner scored with, if any)
     kinds = proto.column_kind_ids()
     pat_mask, pat_bitval, pat_free, sel, alt_start = proto.patterns()
 
@@ -75,7 +77,7 @@ def _compress_rows(x, chunk_bits, thresholds, sample_rows, plan, allocator, bloc
     payload = allocate_payload(allocator, int(offsets[-1]), wd)
     cm = build_matrix(plan, (n,) + row_shape, name, payload, offsets, raw_layout=raw)
     if not raw:
-        run_start, run_len, run_count = cm.pattern_runs
+        run_start, run_len, run_count = proto.pattern_runs
         for lo, block in row_blocks(byte_rows, block_bytes, w // 8):
             _kernels.encode_rows(block.view(wd), c, w, kinds, sel, alt_start, *proto.alt_slots,
                                  pat_mask, pat_bitval, pat_free, run_start, run_len, run_count,
@@ -156,11 +158,36 @@ def raw_layout_pays(offsets: np.ndarray, num_chunks: int, word_bytes: int) -> bo
     return int(offsets[-1]) * word_bytes + lo.nbytes + base.nbytes >= n * num_chunks * word_bytes
 
 
+_TABLES = contextvars.ContextVar("ibp_gnn_pattern_tables", default=None)
+
+
+@contextlib.contextmanager
+def reused_tables():
+    """Within this block :func:`pattern_tables` builds the tables of a plan once: the planner
+    scores rows under a plan, prices its tables and hands it to the encoder, and each build
+    sorts the column patterns into kinds again (a sizeable share of compressing a small
+    matrix). Each entry keeps its plan, so no other plan can take its ``id`` meanwhile."""
+    token = _TABLES.set({})
+    try:
+        yield
+    finally:
+        _TABLES.reset(token)
+
+
 def pattern_tables(plan: Plan, shape: tuple, dtype: str = "uint8") -> CompressedMatrix:
     """A container with ``plan``'s pattern tables and no rows: what the kernels read the
-    patterns from, and what the tables cost (``column_bytes``)."""
-    return build_matrix(plan, shape, dtype, np.zeros(0, WORD_DTYPES[plan.chunk_bits]),
-                        np.zeros(1, np.int64))
+    patterns from, and what the tables cost (``column_bytes``). Built once per plan, shape and
+    dtype within :func:`reused_tables`; the container is then shared, and nothing writes to
+    it."""
+    cache = _TABLES.get()
+    key = (id(plan), tuple(shape), dtype)
+    if cache is not None and key in cache and cache[key][0] is plan:
+        return cache[key][1]
+    proto = build_matrix(plan, shape, dtype, np.zeros(0, WORD_DTYPES[plan.chunk_bits]),
+                         np.zeros(1, np.int64))
+    if cache is not None:
+        cache[key] = (plan, proto)
+    return proto
 
 
 def build_matrix(plan: Plan, shape: tuple, dtype: str, payload: np.ndarray,
