@@ -1,3 +1,4 @@
+import collections
 import dataclasses
 import tempfile
 
@@ -506,9 +507,7 @@ def test_a_plans_tables_are_built_once_per_compression(monkeypatch):
     rows = eight_populations()
     cm = compress(rows)
     assert_bits_equal(cm.decode(), torch.from_numpy(rows))
-    times = {}
-    for plan in built:
-        times[id(plan)] = times.get(id(plan), 0) + 1
+    times = collections.Counter(map(id, built))
     assert max(times.values()) == 2 and times[id(built[-1])] == 2
     assert sum(n == 2 for n in times.values()) == 1
     plan = built[-1]

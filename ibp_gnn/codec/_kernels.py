@@ -619,14 +619,10 @@ def _read(payload, base, pos, n, w):
 def _extract(x, p, run_start, run_len, run_count):
     """The free bits of ``x`` under pattern ``p``, most significant first."""
     v = _U0
-    # the first two runs always (a pattern's unused runs have length 0: no-ops), so a loop
-    # whose length changes from chunk to chunk is rarely entered (dense float alternatives
-    # hold one to three runs, and mispredicted loop exits cost more than the no-ops)
-    fixed = min(run_len.shape[1], 2)
-    for r in range(fixed):
-        rl = run_len[p, r]
-        v = _shl(v, rl) | (_shr(x, run_start[p, r]) & _low(rl))
-    for r in range(fixed, run_count[p]):
+    # at least two runs (a pattern's unused runs have length 0: no-ops), so the loop's length
+    # rarely changes from chunk to chunk (dense float alternatives hold one to three runs, and
+    # mispredicted loop exits cost more than the no-ops)
+    for r in range(max(min(run_len.shape[1], 2), run_count[p])):
         rl = run_len[p, r]
         v = _shl(v, rl) | (_shr(x, run_start[p, r]) & _low(rl))
     return v

@@ -481,17 +481,20 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
             cost = cost + (rest_count * pos_bits)[:, :, None]
         flat = cost.transpose(1, 0, 2).reshape(num_varying, len(ts) * levels)  # [V, B * S]
         choice = np.argmin(flat, axis=1)
+        base, sel = np.divmod(choice, levels)  # of the varying columns
+        # (a constant column: the first candidate, no selector bits, no alternatives)
         a = np.zeros(entries, np.int64)
         s = np.zeros(entries, np.int64)
-        a[varying], s[varying] = np.divmod(choice, levels)
-        entry_cost = np.full(entries, float(table[0]))  # (a constant column: no alternatives)
+        a[varying], s[varying] = base, sel
+        entry_cost = np.full(entries, float(table[0]))
         entry_cost[varying] = flat[np.arange(num_varying), choice]
-        # level s's 2**s slots, then zeros up to the 8 a plan holds
-        used = slot[None, :] < (1 << s[varying])[:, None]
-        at = np.where(used, (1 << s[varying])[:, None] - 1 + slot[None, :], 0)
+        # level sel's 2**sel slots, then zeros up to the 8 a plan holds
+        level_slots = (1 << sel)[:, None]
+        used = slot[None, :] < level_slots
+        picked = base[:, None], np.arange(num_varying)[:, None], np.where(
+            used, level_slots - 1 + slot[None, :], 0)
         alt_masks = np.zeros((entries, len(slot)), wd)
         alt_bitvals = np.zeros_like(alt_masks)
-        picked = a[varying][:, None], np.arange(num_varying)[:, None], at
         alt_masks[varying] = np.where(used, alt_m[picked], 0)
         alt_bitvals[varying] = np.where(used, alt_b[picked], 0)
         # rows also pay their header and, on average, half a word of padding
