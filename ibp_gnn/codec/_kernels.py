@@ -171,8 +171,8 @@ def _center_distance(bits, i, ones, sums32, square, size, j):
     :func:`lloyd_rounds`."""
     nbits = bits.shape[1]
     dot = np.int32(0)
-    for b in range(nbits):
-        dot += np.int32(bits[i, b]) * sums32[j, b]
+    for b in range(nbits):  # (a mask, not a product, and kept in 32 bits: it vectorizes wider)
+        dot = np.int32(dot + (sums32[j, b] & -np.int32(bits[i, b])))
     return (ones * size * size - 2 * size * np.int64(dot) + square) / (size * size)
 
 
@@ -982,14 +982,14 @@ def _best_split(vals, weights, leaf_of, leaf, sample, w, buf, buf_weights):
     is the growth of (chunks x bits constant among them)."""
     m = 0
     n = 0
-    for i in range(vals.shape[0]):
-        if leaf_of[i] == leaf:
-            buf[m] = vals[i]
-            buf_weights[m] = weights[i]
-            n += weights[i]
-            m += 1
-            if m == sample:
-                break
+    for i in range(vals.shape[0]):  # (branch-free: the leaves interleave at random)
+        member = np.int64(leaf_of[i] == leaf)
+        buf[m] = vals[i]
+        buf_weights[m] = weights[i]
+        n += weights[i] * member
+        m += member
+        if m == sample:
+            break
     best_gain = 0
     best_bit = -1
     if n < 2:
@@ -1151,9 +1151,10 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
             if best_leaf < 0:
                 break
             best_bit = split_bit[best_leaf]
-            for i in range(kept):
-                if leaf_of[i] == best_leaf and (vals[i] >> np.uint64(best_bit)) & _U1:
-                    leaf_of[i] = leaves
+            bit = np.uint64(best_bit)
+            for i in range(kept):  # (branch-free, as in _best_split)
+                moves = (leaf_of[i] == best_leaf) & (((vals[i] >> bit) & _U1) == _U1)
+                leaf_of[i] = leaves if moves else leaf_of[i]
             split_bit[best_leaf] = -2
             split_bit[leaves] = -2
             leaves += 1
