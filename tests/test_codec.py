@@ -474,11 +474,12 @@ def test_planner_groups_rows_when_it_pays(monkeypatch):
     assert compress(uniform).num_groups == 1
 
 
-def eight_populations() -> np.ndarray:
-    """800 float32 rows of 48 values from eight dense prototypes, 5 % of values redrawn."""
+def eight_populations(count: int = 8) -> np.ndarray:
+    """800 float32 rows of 48 values from ``count`` dense prototypes, 5 % of values
+    redrawn."""
     rng = np.random.default_rng(2)
-    prototypes = rng.standard_normal((8, 48)).astype(np.float32)
-    rows = np.repeat(prototypes, 100, axis=0)
+    prototypes = rng.standard_normal((count, 48)).astype(np.float32)
+    rows = np.repeat(prototypes, 800 // count, axis=0)
     noisy = rng.random(rows.shape) < 0.05
     rows[noisy] = rng.standard_normal(int(noisy.sum())).astype(np.float32)
     return rows[rng.permutation(len(rows))]
@@ -523,6 +524,42 @@ def test_extrapolated_gain_scales_the_last_gain_by_its_shrinkage():
     assert extrapolated_gain([0.0, 0.05]) is None and extrapolated_gain([-0.01, 0.05]) is None
     assert extrapolated_gain([0.08, 0.04]) == pytest.approx(0.02)
     assert extrapolated_gain([0.5, 0.08, 0.04]) == pytest.approx(0.02)
+
+
+def test_entropy_scaled_gain_scales_the_last_gain_by_the_bounds_shrinkage():
+    from ibp_gnn.codec.plan import entropy_scaled_gain, row_entropy
+    assert entropy_scaled_gain([], [10.0, 5.0, 4.0]) is None
+    assert entropy_scaled_gain([0.1], [10.0, 5.0]) is None
+    assert entropy_scaled_gain([0.1], [10.0, 10.0, 4.0]) is None   # no shrinkage to scale by
+    # the bound halved for a 10 % gain; now it shrinks a tenth: about 2 % to expect
+    assert entropy_scaled_gain([0.1], [10.0, 5.0, 4.5]) == pytest.approx(0.02)
+    assert entropy_scaled_gain([0.3, 0.1], [20.0, 10.0, 5.0, 4.5]) == pytest.approx(0.02)
+    assert entropy_scaled_gain([0.1], [10.0, 0.0, 0.0]) == 0.0     # nothing left to gain
+    # two groups of 4 rows: one constant (no entropy), one with a fair coin bit (4 bits)
+    counts = np.array([[4, 0], [2, 0]])
+    assert row_entropy(counts, np.array([4, 4])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("populations", [4, 8])
+def test_a_clustering_whose_bound_barely_shrinks_is_not_searched(monkeypatch, populations):
+    """Four populations: four groups find them, eight only split each by its noise; the
+    bit-entropy bound then shrinks far less than it did for four, so eight groups are
+    clustered but their patterns are not searched. Eight populations: more groups than four
+    are searched (and eight taken)."""
+    from ibp_gnn.codec import plan
+    rows = eight_populations(populations)
+    clustered, patterned = [], []
+    cluster_rows, group_extended_plans = plan.cluster_rows, plan.group_extended_plans
+    monkeypatch.setattr(plan, "cluster_rows",
+                        lambda bits, k, seed=0: clustered.append(k) or cluster_rows(bits, k, seed))
+    monkeypatch.setattr(plan, "group_extended_plans", lambda columns, c, counts, *a, **k: (
+        patterned.append(len(counts)) if len(counts) > 1 else None) or group_extended_plans(
+            columns, c, counts, *a, **k))
+    chosen = compress(rows)
+    assert clustered[:2] == [4, 8] and patterned[0] == 4
+    assert len(patterned) == 1 if populations == 4 else len(patterned) > 1
+    assert chosen.num_groups == populations
+    assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
 
 
 @pytest.mark.parametrize("min_gain, counts_tried", [(0.02, [4, 8, 16]), (0.03, [4, 8])])

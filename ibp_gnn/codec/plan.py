@@ -576,6 +576,29 @@ def extrapolated_gain(gains: list[float]) -> float | None:
     return gains[-1] * gains[-1] / gains[-2]
 
 
+def row_entropy(counts: np.ndarray, sizes: np.ndarray) -> float:
+    """The bit-entropy bound per row, in bits, of row groups of ``sizes[g]`` rows (``[G]``)
+    whose bits are set ``counts[g]`` times (``[G, B]``)."""
+    total = sum(entropy_bound_bits(counts[g], int(sizes[g])) for g in range(len(sizes)))
+    return total / max(int(sizes.sum()), 1)
+
+
+def entropy_scaled_gain(gains: list[float], entropies: list[float]) -> float | None:
+    """The gain a row group count just clustered can be expected to bring over the last count
+    taken, before its patterns are searched: the last count's gain (``gains[-1]``, over the
+    count before it) scaled by how much the clustering shrank the bit-entropy bound this time
+    against last time (``entropies``: the :func:`row_entropy` of one group, of each count
+    taken, then of the new clustering). The bound ignores what patterns share across bits,
+    but how it shrinks tracks how the size does. None without a gain to scale or when the
+    bound did not shrink last time."""
+    if not gains or len(entropies) < 3:
+        return None
+    before, last, new = entropies[-3:]
+    if last >= before:
+        return None
+    return gains[-1] * (1 - new / last) / (1 - last / before) if last > 0 else 0.0
+
+
 def combine_plans(plans: list[Plan]) -> Plan:
     """One plan whose row groups are ``plans`` (same chunk width and header kind)."""
     slots = max(p.alt_masks.shape[1] for p in plans)
@@ -609,7 +632,8 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     (over :data:`CONFIRM_ROWS` of them when ``byte_rows`` samples a larger matrix). A whole
     matrix of at most :data:`WHOLE_SCORING_ROWS` rows has every count compared by its exact
     size over every row instead. A count whose :func:`extrapolated_gain` falls short of what
-    it needs is not tried.
+    it needs is not tried, and one whose clustering promises too little
+    (:func:`entropy_scaled_gain`) is not searched for patterns.
     ``single_bytes``: the payload bytes of ``single``; ``scored``: the ``(lengths, groups)``
     of every row under the returned plan when known (``single_scored`` is passed through),
     else None. ``columns``: the :func:`sample_columns` of the patterns' rows
@@ -638,22 +662,27 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
             rest = np.sort(np.random.default_rng(seed + 3).choice(rest, m, replace=False))
         scoring = byte_rows[rest]
 
-    def plan_groups(labels):
-        """The plan with a row group per cluster and its estimated bits (None, 0.0 when
-        fewer than two clusters have enough rows)."""
+    def clusters(labels):
+        """``(members, row_start, sizes, counts)`` of the clusters with enough rows (their
+        discovery rows, cluster by cluster, and their :func:`bit_counts` ``[G, C * w]``), or
+        None when fewer than two have."""
         groups = [np.flatnonzero(labels == g) for g in range(int(labels.max(initial=-1)) + 1)]
         groups = [members for members in groups if len(members) >= MIN_GROUP_ROWS]
         if len(groups) < 2:
-            return None, 0.0
+            return None
         sizes = np.array([len(members) for members in groups], np.int64)
         members = np.concatenate(groups)
         row_start = np.concatenate([[0], np.cumsum(sizes)])
         group_counts = np.zeros((len(groups), c * w), np.int64)
         _kernels.column_bit_counts(columns, members, row_start, c, w, group_counts)
+        return members, row_start, sizes, group_counts
+
+    def plan_groups(members, row_start, sizes, group_counts):
+        """The plan with a row group per cluster and its estimated bits."""
         [(grouped, estimates)] = group_extended_plans(
             columns, c, group_counts, sizes, w, single.threshold, members, row_start,
             num_rows=np.maximum(1, num_rows * sizes // m), list_headers=(single.list_header,))
-        return grouped, (sum(estimates.tolist()) + num_rows * (len(groups) - 1).bit_length()
+        return grouped, (sum(estimates.tolist()) + num_rows * (len(sizes) - 1).bit_length()
                          - table_bits(grouped))
 
     def host_cost(rows, plan, scored=None):
@@ -679,6 +708,7 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
     best_estimate = None if single_estimate is None else single_estimate - table_bits(single)
     bits = cluster_bits(byte_rows, counts, pick if sampled else None)
     gains = []  # estimated gain of each count taken over the best before it
+    entropies = []  # bit-entropy bound per row of one group, then of each count taken
     for k in GROUP_COUNTS:
         if m < MIN_GROUP_ROWS * k:
             break
@@ -686,9 +716,18 @@ def grouped_plan(byte_rows: np.ndarray, counts: np.ndarray, single: Plan, single
         expected = extrapolated_gain(gains)
         if expected is not None and expected < 1 - needed:
             break
-        grouped, estimate = plan_groups(cluster_rows(bits, k, seed))
-        if grouped is None:
+        found = clusters(cluster_rows(bits, k, seed))
+        if found is None:
             break
+        members, row_start, sizes, group_counts = found
+        if not entropies:  # (one group of the same rows)
+            entropies.append(row_entropy(group_counts.sum(0, keepdims=True),
+                                         sizes.sum(keepdims=True)))
+        entropies.append(row_entropy(group_counts, sizes))
+        expected = entropy_scaled_gain(gains, entropies)
+        if expected is not None and expected < 1 - needed:
+            break
+        grouped, estimate = plan_groups(members, row_start, sizes, group_counts)
         if best_estimate is not None and estimate >= best_estimate * needed:
             break
         cost, scored = host_cost(scoring, grouped)
