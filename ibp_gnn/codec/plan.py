@@ -579,8 +579,11 @@ def extrapolated_gain(gains: list[float]) -> float | None:
 def row_entropy(counts: np.ndarray, sizes: np.ndarray) -> float:
     """The bit-entropy bound per row, in bits, of row groups of ``sizes[g]`` rows (``[G]``)
     whose bits are set ``counts[g]`` times (``[G, B]``)."""
-    total = sum(entropy_bound_bits(counts[g], int(sizes[g])) for g in range(len(sizes)))
-    return total / max(int(sizes.sum()), 1)
+    sizes = np.asarray(sizes, np.int64)[:, None]
+    varies = (counts > 0) & (counts < sizes)
+    p = np.where(varies, counts, 1) / np.maximum(sizes, 1)  # (0 < p < 1 where it varies)
+    bits = -(p * np.log2(p) + (1 - p) * np.log2(np.where(varies, 1 - p, 1))) * sizes
+    return float(bits[varies].sum()) / max(int(sizes.sum()), 1)
 
 
 def entropy_scaled_gain(gains: list[float], entropies: list[float]) -> float | None:
