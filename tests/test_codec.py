@@ -601,6 +601,33 @@ def test_group_counts_compared_on_other_rows_or_on_every_row(monkeypatch, whole_
     np.testing.assert_array_equal(lengths, np.diff(offsets))
 
 
+@pytest.mark.parametrize("chunk_bits", [16, 32, 64])
+def test_free_bit_runs_list_the_zero_runs_from_the_top(chunk_bits):
+    """Every mask's runs of zero bits, most significant first, against a walk over its bits
+    (all ones, all zeros, alternating bits and random masks)."""
+    from ibp_gnn.codec.plan import free_bit_runs
+    rng = np.random.default_rng(chunk_bits)
+    full = (1 << chunk_bits) - 1
+    masks = [0, full, 0x5555555555555555 & full, 0xAAAAAAAAAAAAAAAA & full, 1,
+             1 << (chunk_bits - 1)]
+    masks += [int(v) & full for v in rng.integers(0, 2 ** 63, 40, dtype=np.uint64)]
+    start, length, count = free_bit_runs(np.array(masks, np.uint64), chunk_bits)
+    for p, mask in enumerate(masks):
+        expected, b = [], chunk_bits - 1
+        while b >= 0:
+            if mask >> b & 1:
+                b -= 1
+                continue
+            top = b
+            while b >= 0 and not mask >> b & 1:
+                b -= 1
+            expected.append((b + 1, top - b))
+        assert count[p] == len(expected)
+        assert list(zip(start[p, :count[p]].tolist(), length[p, :count[p]].tolist())) == expected
+        assert not length[p, count[p]:].any()
+    assert start.shape[1] == max(1, count.max()) == chunk_bits // 2
+
+
 def test_bit_counts_of_few_and_many_rows_agree():
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, DIRECT_COUNT_ROWS, DIRECT_COUNT_ROWS + 1, 2000):

@@ -574,6 +574,32 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, slot_mask, slot_bi
                 hint = best_group
 
 
+@nb.njit(cache=True, nogil=True)
+def zero_bit_runs(masks, chunk_bits, start, length, count):
+    """The maximal runs of zero bits of each of the ``chunk_bits``-bit ``masks`` (uint64
+    ``[P]``), from the most significant bit down: run ``r`` of mask ``p`` covers bits
+    ``start[p, r] .. start[p, r] + length[p, r] - 1``; ``count[p]`` runs. ``start``/``length``
+    (``[P, R]``) need room for every run; entries past a mask's runs are left as they are."""
+    for p in range(masks.shape[0]):
+        m = masks[p]
+        runs = 0
+        run = 0  # length of the run being walked
+        for b in range(chunk_bits - 1, -1, -1):
+            if (m >> np.uint64(b)) & _U1:
+                if run:
+                    start[p, runs] = b + 1
+                    length[p, runs] = run
+                    runs += 1
+                    run = 0
+            else:
+                run += 1
+        if run:
+            start[p, runs] = 0
+            length[p, runs] = run
+            runs += 1
+        count[p] = runs
+
+
 @nb.njit(inline="always")
 def _word_shift(w):
     """log2 of a chunk width of 16, 32 or 64: stream positions split into word and offset by

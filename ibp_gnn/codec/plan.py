@@ -81,22 +81,13 @@ def free_bit_runs(mask: np.ndarray, chunk_bits: int):
     """``start[C, R]``, ``length[C, R]``, ``count[C]``: maximal runs of zero bits of each mask,
     from the most significant bit down. ``R`` is the largest run count over the columns."""
     c = mask.shape[0]
-    bits = ((mask.astype(np.uint64)[:, None] >> np.arange(chunk_bits, dtype=np.uint64)[None, :])
-            & np.uint64(1)).astype(np.int8)
-    free = bits[:, ::-1] == 0                      # [C, W], column 0 = most significant bit
-    edges = np.diff(np.pad(free.astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    # runs cover MSB-order positions [begin, end); rows of nonzero() come out in row order
-    row, begin = np.nonzero(edges == 1)
-    end = np.nonzero(edges == -1)[1]
-    count = np.bincount(row, minlength=c).astype(np.int64)
+    start = np.zeros((c, chunk_bits // 2 + 1), np.int64)  # (at most every other bit is free)
+    length = np.zeros_like(start)
+    count = np.zeros(c, np.int64)
+    _kernels.zero_bit_runs(np.ascontiguousarray(mask, np.uint64), chunk_bits, start, length,
+                           count)
     r = max(1, int(count.max()) if c else 1)
-    slot = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
-    start = np.zeros((c, r), np.int64)
-    length = np.zeros((c, r), np.int64)
-    # a run covering MSB-order positions [b, e) covers bits chunk_bits-e .. chunk_bits-1-b
-    start[row, slot] = chunk_bits - end
-    length[row, slot] = end - begin
-    return start, length, count
+    return np.ascontiguousarray(start[:, :r]), np.ascontiguousarray(length[:, :r]), count
 
 
 _PADDED = contextvars.ContextVar("ibp_gnn_padded_rows", default=None)
@@ -543,18 +534,18 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     (``[n, B]``): k-means, seeded k-means++ start, :data:`KMEANS_ROUNDS` rounds on
     :data:`KMEANS_ROWS` of the rows at most."""
     n = len(bits)
+    if not 1 <= k <= MAX_GROUPS:
+        raise ValueError(f"k must be in [1, {MAX_GROUPS}], got {k}")
     if bits.shape[1] == 0 or n < k:
         return np.zeros(n, np.int64)
-    rng = np.random.default_rng(seed)
-    fit = bits  # the rows the centres move on; every row is then put with its nearest
-    if n > KMEANS_ROWS:
-        fit = bits[np.sort(rng.choice(n, KMEANS_ROWS, replace=False))]
+    fit_rows, first, uniforms = _kmeans_draws(n, KMEANS_ROWS, seed)
+    # the rows the centres move on; every row is then put with its nearest
+    fit = bits if fit_rows is None else bits[fit_rows]
     m = len(fit)
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
-    first = int(rng.integers(m))
     chosen = np.zeros(k, np.int64)
-    chosen = chosen[:_kernels.seed_centers(fit, first, rng.random(k - 1), chosen)]
+    chosen = chosen[:_kernels.seed_centers(fit, first, uniforms[:k - 1], chosen)]
     sums = fit[chosen].astype(np.int64)                # centres as sums of rows / row counts
     sizes = np.ones(len(chosen), np.int64)
     labels = np.full(m, -1, np.int64)
@@ -564,6 +555,22 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     labels = np.full(n, -1, np.int64)
     _kernels.nearest_centers(bits, sums, sizes, labels)
     return labels
+
+
+@functools.lru_cache(maxsize=16)
+def _kmeans_draws(n: int, fit_count: int, seed: int):
+    """The random draws :func:`cluster_rows` starts from for ``n`` rows: the ``fit_count``
+    rows the centres move on (sorted; None when ``n`` is not larger), the row of the first
+    centre among those, and one uniform draw per further centre (``MAX_GROUPS - 1``: ``k``
+    centres take the first ``k - 1``, as drawing ``k - 1`` would give). Kept, read-only: the
+    planner clusters the same rows for several ``k``, and a generator's set-up and a draw
+    without replacement cost more than seeding the centres."""
+    rng = np.random.default_rng(seed)
+    fit_rows = None
+    if n > fit_count:
+        fit_rows = read_only(np.sort(rng.choice(n, fit_count, replace=False)))
+    first = int(rng.integers(min(n, fit_count)))
+    return fit_rows, first, read_only(rng.random(MAX_GROUPS - 1))
 
 
 def extrapolated_gain(gains: list[float]) -> float | None:
@@ -579,11 +586,12 @@ def extrapolated_gain(gains: list[float]) -> float | None:
 def row_entropy(counts: np.ndarray, sizes: np.ndarray) -> float:
     """The bit-entropy bound per row, in bits, of row groups of ``sizes[g]`` rows (``[G]``)
     whose bits are set ``counts[g]`` times (``[G, B]``)."""
-    sizes = np.asarray(sizes, np.int64)[:, None]
-    varies = (counts > 0) & (counts < sizes)
-    p = np.where(varies, counts, 1) / np.maximum(sizes, 1)  # (0 < p < 1 where it varies)
-    bits = -(p * np.log2(p) + (1 - p) * np.log2(np.where(varies, 1 - p, 1))) * sizes
-    return float(bits[varies].sum()) / max(int(sizes.sum()), 1)
+    sizes = np.asarray(sizes, np.int64)
+    varies = (counts > 0) & (counts < sizes[:, None])  # (the other bits cost nothing)
+    n = np.broadcast_to(sizes[:, None], counts.shape)[varies]
+    p = counts[varies] / n
+    return float((-(p * np.log2(p) + (1 - p) * np.log2(1 - p)) * n).sum()) / max(
+        int(sizes.sum()), 1)
 
 
 def entropy_scaled_gain(gains: list[float], entropies: list[float]) -> float | None:
