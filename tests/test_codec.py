@@ -692,12 +692,22 @@ def test_sample_columns_of_all_rows_and_of_a_few(monkeypatch, w):
         np.testing.assert_array_equal(got, np.unpackbits(chosen, axis=1, bitorder="little").sum(0))
 
 
+def move_centers(bits, labels, sums, sizes):
+    """Each centre to the mean of its rows (``sums``/``sizes`` as in ``nearest_centers``; a
+    centre left without rows stays where it was): the plain k-means step."""
+    for j in range(len(sizes)):
+        rows = bits[labels == j]
+        if len(rows):
+            sizes[j] = len(rows)
+            sums[j] = rows.sum(0)
+
+
 def test_nearest_centers_are_the_exactly_nearest():
     """k-means assignment on integer centre sums: every row goes to the centre at the smallest
     exact squared distance (the lowest on ties), checked with exact fractions."""
     from fractions import Fraction
 
-    from ibp_gnn.codec._kernels import move_centers, nearest_centers
+    from ibp_gnn.codec._kernels import nearest_centers
     rng = np.random.default_rng(5)
     bits = (rng.random((300, 20)) < 0.3).astype(np.uint8)
     labels = rng.integers(0, 5, 300)
@@ -734,17 +744,20 @@ def test_seed_centers_pick_the_rows_generator_choice_picks():
     assert seed_centers(two, 0, np.full(5, 0.5), chosen) == 2 and chosen[1] >= 50
 
 
-@pytest.mark.parametrize("k", [2, 5, 16])
-def test_lloyd_rounds_with_bounds_give_the_labels_of_plain_rounds(k):
-    """k-means rounds that skip rows their bounds keep in place end with exactly the labels
-    and centres of plain rounds (every row measured against every centre, then the centres
-    moved), after every number of rounds."""
-    from ibp_gnn.codec._kernels import lloyd_rounds, move_centers, nearest_centers
+@pytest.mark.parametrize("k, empty", [(2, False), (5, False), (16, False), (5, True)])
+def test_lloyd_rounds_with_bounds_give_the_labels_of_plain_rounds(k, empty):
+    """k-means rounds that skip rows their bounds keep in place, and move centres by the rows
+    that changed cluster, end with exactly the labels and centres of plain rounds (every row
+    measured against every centre, then every centre summed again), after every number of
+    rounds; also when a centre starts on another one and so never gets a row."""
+    from ibp_gnn.codec._kernels import lloyd_rounds, nearest_centers
     rng = np.random.default_rng(k)
     prototypes = (rng.random((k, 48)) < 0.4).astype(np.uint8)
     bits = prototypes[rng.integers(0, k, 700)]
     bits = np.where(rng.random(bits.shape) < 0.15, 1 - bits, bits).astype(np.uint8)
     start = bits[rng.choice(700, k, replace=False)].astype(np.int64)
+    if empty:
+        start[3] = start[1]  # (ties go to the lower centre: 3 stays empty, and where it was)
     for rounds in (1, 2, 3, 10, 50):
         sums, sizes = start.copy(), np.ones(k, np.int64)
         labels = np.full(700, -1, np.int64)
@@ -760,6 +773,7 @@ def test_lloyd_rounds_with_bounds_give_the_labels_of_plain_rounds(k):
         np.testing.assert_array_equal(labels, plain)
         np.testing.assert_array_equal(sums, plain_sums)
         np.testing.assert_array_equal(sizes, plain_sizes)
+        assert not empty or (sizes[3] == 1 and (sums[3] == start[3]).all())
 
 
 def test_a_planning_sample_gives_the_plan_of_the_whole_matrix():

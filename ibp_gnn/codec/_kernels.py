@@ -186,7 +186,8 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
     """Up to ``rounds`` k-means rounds from centres ``sums/sizes`` (as in
     :func:`nearest_centers`): each round puts every row of ``bits`` with its nearest centre
     into ``labels``, then, unless no label changed, moves every centre to the mean of its rows
-    (:func:`move_centers`). Returns whether the last round changed a label.
+    (a centre left without rows stays where it was). Returns whether the last round changed a
+    label. ``labels`` may start with -1 (no cluster) for every row.
 
     The labels and centres are those of alternating :func:`nearest_centers` and
     :func:`move_centers`, but a row is measured against a centre only when bounds cannot rule
@@ -205,6 +206,14 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
     old = np.zeros((k, nbits))
     moved_by = np.zeros(k)
     changed = False
+    # the sums of each cluster's rows, kept up to date row by row: late rounds move few rows,
+    # and summing every row again each round would cost more than measuring them
+    member_sums = np.zeros((k, nbits), np.int64)
+    member_sizes = np.zeros(k, np.int64)
+    previous = labels.copy()
+    for i in range(n):
+        if previous[i] >= 0:
+            _move_row(bits, i, -1, previous[i], member_sums, member_sizes)
     for r in range(rounds):
         sums32 = sums.astype(np.int32)
         square = _center_squares(sums)
@@ -253,7 +262,14 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
         for j in range(k):
             for b in range(nbits):
                 old[j, b] = sums[j, b] / sizes[j]
-        move_centers(bits, labels, sums, sizes)
+        for i in range(n):
+            if labels[i] != previous[i]:
+                _move_row(bits, i, previous[i], labels[i], member_sums, member_sizes)
+                previous[i] = labels[i]
+        for j in range(k):
+            if member_sizes[j]:
+                sizes[j] = member_sizes[j]
+                sums[j] = member_sums[j]
         for j in range(k):
             step = 0.0
             for b in range(nbits):
@@ -263,23 +279,17 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
     return changed
 
 
-@nb.njit(cache=True, nogil=True)
-def move_centers(bits, labels, sums, sizes):
-    """Each centre to the mean of its rows: ``sums``/``sizes`` as in :func:`nearest_centers`
-    (a centre left without rows stays where it was)."""
-    k, nbits = sums.shape
-    new_sums = np.zeros((k, nbits), np.int64)
-    new_sizes = np.zeros(k, np.int64)
-    for i in range(bits.shape[0]):
-        j = labels[i]
-        new_sizes[j] += 1
-        for b in range(nbits):
-            new_sums[j, b] += bits[i, b]
-    for j in range(k):
-        if new_sizes[j]:
-            sizes[j] = new_sizes[j]
-            for b in range(nbits):
-                sums[j, b] = new_sums[j, b]
+@nb.njit(inline="always")
+def _move_row(bits, i, source, target, sums, sizes):
+    """Row ``i`` of ``bits`` out of cluster ``source`` (none when negative) into ``target``,
+    in the clusters' row sums and sizes."""
+    if source >= 0:
+        sizes[source] -= 1
+        for b in range(bits.shape[1]):
+            sums[source, b] -= bits[i, b]
+    sizes[target] += 1
+    for b in range(bits.shape[1]):
+        sums[target, b] += bits[i, b]
 
 
 @nb.njit(inline="always")
