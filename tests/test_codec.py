@@ -729,10 +729,11 @@ def test_seed_centers_pick_the_rows_generator_choice_picks():
     with squared distances to the nearest centre so far as weights; it stops early once every
     row sits on a centre."""
     from ibp_gnn.codec._kernels import seed_centers
+    from ibp_gnn.codec.plan import pack_rows
     rng = np.random.default_rng(3)
     bits = (rng.random((500, 70)) < 0.3).astype(np.uint8)
     chosen = np.zeros(9, np.int64)
-    count = seed_centers(bits, 17, np.random.default_rng(4).random(8), chosen)
+    count = seed_centers(pack_rows(bits), 17, np.random.default_rng(4).random(8), chosen)
     draws = np.random.default_rng(4)
     expected = [17]
     far = (bits != bits[17]).sum(1).astype(np.float64)
@@ -741,7 +742,12 @@ def test_seed_centers_pick_the_rows_generator_choice_picks():
         far = np.minimum(far, (bits != bits[expected[-1]]).sum(1))
     assert count == 9 and chosen.tolist() == expected
     two = np.repeat(bits[:2], 50, axis=0)                   # only two distinct rows
-    assert seed_centers(two, 0, np.full(5, 0.5), chosen) == 2 and chosen[1] >= 50
+    assert seed_centers(pack_rows(two), 0, np.full(5, 0.5), chosen) == 2 and chosen[1] >= 50
+    packed = pack_rows(bits)
+    assert packed.shape == (500, 2) and packed.dtype == np.uint64
+    for i in (0, 17, 499):  # bit b of a row: bit b % 64 of word b // 64
+        words = [int(v) for v in packed[i]]
+        assert [words[b // 64] >> (b % 64) & 1 for b in range(128)] == bits[i].tolist() + [0] * 58
 
 
 @pytest.mark.parametrize("k, empty", [(2, False), (5, False), (16, False), (5, True)])

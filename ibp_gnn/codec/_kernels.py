@@ -84,18 +84,14 @@ def gather_bits(byte_rows, rows, positions, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def seed_centers(bits, first, uniforms, chosen):
-    """k-means++ start: row ``first`` of ``bits`` (``[n, B]`` uint8 0/1), then each further
-    centre drawn with probability proportional to the squared distance to the nearest centre
-    so far, by the uniform draws ``uniforms[k - 1]`` (the way ``Generator.choice`` with ``p``
-    maps one draw to a row, so a seed picks the same rows). Writes the rows into
-    ``chosen[k]`` and returns how many were chosen (fewer when every row sits on a centre)."""
-    n, nbits = bits.shape
-    # rows packed 64 bits to a word: a distance is then a few popcounts
-    packed = np.zeros((n, (nbits + 63) // 64), np.uint64)
-    for i in range(n):
-        for b in range(nbits):
-            packed[i, b >> 6] |= np.uint64(bits[i, b]) << np.uint64(b & 63)
+def seed_centers(packed, first, uniforms, chosen):
+    """k-means++ start: row ``first`` of ``packed`` (0/1 rows packed 64 bits to a word, uint64
+    ``[n, words]``: a distance is then a few popcounts), then each further centre drawn with
+    probability proportional to the squared distance to the nearest centre so far, by the
+    uniform draws ``uniforms[k - 1]`` (the way ``Generator.choice`` with ``p`` maps one draw to
+    a row, so a seed picks the same rows). Writes the rows into ``chosen[k]`` and returns how
+    many were chosen (fewer when every row sits on a centre)."""
+    n = packed.shape[0]
     chosen[0] = first
     far = np.empty(n)  # squared distance to the nearest centre
     for i in range(n):

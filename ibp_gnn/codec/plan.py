@@ -545,7 +545,7 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     # (no BLAS here: its worker threads keep spinning after a product, stalling the parallel
     # kernels that run next on the same cores)
     chosen = np.zeros(k, np.int64)
-    chosen = chosen[:_kernels.seed_centers(fit, first, uniforms[:k - 1], chosen)]
+    chosen = chosen[:_kernels.seed_centers(pack_rows(fit), first, uniforms[:k - 1], chosen)]
     sums = fit[chosen].astype(np.int64)                # centres as sums of rows / row counts
     sizes = np.ones(len(chosen), np.int64)
     labels = np.full(m, -1, np.int64)
@@ -555,6 +555,16 @@ def cluster_rows(bits: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     labels = np.full(n, -1, np.int64)
     _kernels.nearest_centers(bits, sums, sizes, labels)
     return labels
+
+
+def pack_rows(bits: np.ndarray) -> np.ndarray:
+    """0/1 rows ``[n, B]`` (uint8) packed 64 bits to a word: uint64 ``[n, ceil(B / 64)]``, bit
+    ``b`` of a row in word ``b // 64`` (zero bits past ``B``)."""
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    pad = -packed.shape[1] % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view(np.uint64)
 
 
 @functools.lru_cache(maxsize=16)
