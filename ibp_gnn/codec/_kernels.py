@@ -1215,6 +1215,37 @@ def _column_alternatives_job(j, a, rest, w, taus, sample, alt_masks, alt_bitvals
         rest_cost[a, j, s] = total * rest // max(chunks, 1)
 
 
+@nb.njit(cache=True, nogil=True)
+def pick_alternatives(base_cost, rest_cost, rest_extra, alt_masks_found, alt_bitvals_found,
+                      entry_ids, base, select_bits, entry_cost, alt_masks, alt_bitvals):
+    """Each searched column's cheapest base candidate and selector level from the costs of
+    :func:`column_alternatives` (``base_cost[B, V] + rest_cost[B, V, L] + rest_extra[B, V]``,
+    the first in candidate-major order on ties), written for entry ``entry_ids[v]``:
+    ``base``, ``select_bits``, ``entry_cost`` and the level's alternatives into the first
+    ``2**select_bits`` slots of ``alt_masks/alt_bitvals`` (``[E, 2**(L - 1)]``; the other
+    slots and entries are left as they are)."""
+    num_bases, num_varying, levels = rest_cost.shape
+    for v in range(num_varying):
+        best = np.inf
+        best_base = 0
+        best_level = 0
+        for b in range(num_bases):
+            for level in range(levels):
+                cost = base_cost[b, v] + rest_cost[b, v, level] + rest_extra[b, v]
+                if cost < best:
+                    best = cost
+                    best_base = b
+                    best_level = level
+        e = entry_ids[v]
+        base[e] = best_base
+        select_bits[e] = best_level
+        entry_cost[e] = best
+        first = (1 << best_level) - 1  # (level s holds its 2**s slots from 2**s - 1 on)
+        for slot in range(1 << best_level):
+            alt_masks[e, slot] = alt_masks_found[best_base, v, first + slot]
+            alt_bitvals[e, slot] = alt_bitvals_found[best_base, v, first + slot]
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def column_alternatives(words, rows, row_start, num_chunks, chunk_bits, base_masks, base_bitvals,
                         entry_ids, taus, sample, alt_masks, alt_bitvals, rest_cost, rest_count,

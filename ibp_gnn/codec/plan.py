@@ -464,30 +464,17 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     count_bits = c.bit_length()
     if list_headers is None:
         list_headers = (False, True) if list_header_fits(c, w) else (False,)
-    slot = np.arange(1 << (levels - 1))
     cols = np.arange(entries)
     for list_header in list_headers:
-        cost = base_cost[:, :, None] + rest_cost                       # [B, V, S]
-        if list_header:
-            cost = cost + (rest_count * pos_bits)[:, :, None]
-        flat = cost.transpose(1, 0, 2).reshape(num_varying, len(ts) * levels)  # [V, B * S]
-        choice = np.argmin(flat, axis=1)
-        base, sel = np.divmod(choice, levels)  # of the varying columns
         # (a constant column: the first candidate, no selector bits, no alternatives)
         a = np.zeros(entries, np.int64)
         s = np.zeros(entries, np.int64)
-        a[varying], s[varying] = base, sel
         entry_cost = np.full(entries, float(table[0]))
-        entry_cost[varying] = flat[np.arange(num_varying), choice]
-        # level sel's 2**sel slots, then zeros up to the 8 a plan holds
-        level_slots = (1 << sel)[:, None]
-        used = slot[None, :] < level_slots
-        picked = base[:, None], np.arange(num_varying)[:, None], np.where(
-            used, level_slots - 1 + slot[None, :], 0)
-        alt_masks = np.zeros((entries, len(slot)), wd)
+        alt_masks = np.zeros((entries, 1 << (levels - 1)), wd)
         alt_bitvals = np.zeros_like(alt_masks)
-        alt_masks[varying] = np.where(used, alt_m[picked], 0)
-        alt_bitvals[varying] = np.where(used, alt_b[picked], 0)
+        _kernels.pick_alternatives(base_cost, rest_cost,
+                                   rest_count * (pos_bits if list_header else 0), alt_m, alt_b,
+                                   varying, a, s, entry_cost, alt_masks, alt_bitvals)
         # rows also pay their header and, on average, half a word of padding
         header = count_bits if list_header else -(-c // w) * w
         estimate = entry_cost.reshape(num_groups, c).sum(1) + rows * (header + w / 2)
