@@ -185,11 +185,12 @@ def lloyd_rounds(bits, sums, sizes, labels, rounds):
     (a centre left without rows stays where it was). Returns whether the last round changed a
     label. ``labels`` may start with -1 (no cluster) for every row.
 
-    The labels and centres are those of alternating :func:`nearest_centers` and
-    :func:`move_centers`, but a row is measured against a centre only when bounds cannot rule
+    The labels and centres are those of alternating :func:`nearest_centers` and summing every
+    cluster's rows again, but a row is measured against a centre only when bounds cannot rule
     it out (Elkan's rule): an upper bound of the row's distance to its own centre and a lower
     bound of its distance to each other one, loosened each round by how far the centres
-    moved. Late rounds, where few rows change centre, then cost a fraction of a full pass.
+    moved; and the centres move by the rows that changed cluster. Late rounds, where few rows
+    change centre, then cost a fraction of a full pass.
     """
     n, nbits = bits.shape
     k = sums.shape[0]
