@@ -474,7 +474,7 @@ def test_planner_groups_rows_when_it_pays(monkeypatch):
     assert compress(uniform).num_groups == 1
 
 
-def eight_populations(count: int = 8) -> np.ndarray:
+def population_rows(count: int = 8) -> np.ndarray:
     """800 float32 rows of 48 values from ``count`` dense prototypes, 5 % of values
     redrawn."""
     rng = np.random.default_rng(2)
@@ -488,7 +488,7 @@ def eight_populations(count: int = 8) -> np.ndarray:
 def test_planner_picks_the_group_count_by_size(monkeypatch):
     """Eight populations of rows (each its own dense prototype, a few values varying): eight
     row groups store them smaller than four, and the planner takes eight."""
-    rows = eight_populations()
+    rows = population_rows()
     chosen = compress(rows)
     assert chosen.num_groups == 8
     assert_bits_equal(chosen.decode(), torch.from_numpy(rows))
@@ -505,7 +505,7 @@ def test_a_plans_tables_are_built_once_per_compression(monkeypatch):
     build_matrix = encode.build_matrix
     monkeypatch.setattr(encode, "build_matrix",
                         lambda plan, *a, **k: built.append(plan) or build_matrix(plan, *a, **k))
-    rows = eight_populations()
+    rows = population_rows()
     cm = compress(rows)
     assert_bits_equal(cm.decode(), torch.from_numpy(rows))
     times = collections.Counter(map(id, built))
@@ -547,7 +547,7 @@ def test_a_clustering_whose_bound_barely_shrinks_is_not_searched(monkeypatch, po
     clustered but their patterns are not searched. Eight populations: more groups than four
     are searched (and eight taken)."""
     from ibp_gnn.codec import plan
-    rows = eight_populations(populations)
+    rows = population_rows(populations)
     clustered, patterned = [], []
     cluster_rows, group_extended_plans = plan.cluster_rows, plan.group_extended_plans
     monkeypatch.setattr(plan, "cluster_rows",
@@ -570,7 +570,7 @@ def test_a_count_whose_expected_gain_falls_short_is_not_tried(monkeypatch, min_g
     clustered and searched at 2% (8% needed) and given up without either at 3% (12%).
     (Eight clusters may merge two populations; the rows still decode exactly.)"""
     from ibp_gnn.codec import plan
-    rows = eight_populations()
+    rows = population_rows()
     tried = []
     cluster_rows = plan.cluster_rows
     monkeypatch.setattr(plan, "MIN_GROUP_GAIN", min_gain)
@@ -589,7 +589,7 @@ def test_group_counts_compared_on_other_rows_or_on_every_row(monkeypatch, whole_
     and the row sizes the planner hands the encoder are the stored ones."""
     from ibp_gnn.codec import dtypes
     from ibp_gnn.codec.plan import plan_rows
-    rows = eight_populations()
+    rows = population_rows()
     monkeypatch.setattr("ibp_gnn.codec.plan.DISCOVERY_ROWS", 300)
     monkeypatch.setattr("ibp_gnn.codec.plan.WHOLE_SCORING_ROWS", whole_rows)
     chosen = compress(rows)

@@ -163,8 +163,12 @@ def entropy_bound_bits(counts: np.ndarray, n: int) -> float:
     every column independently could reach)."""
     if n == 0:
         return 0.0
-    p = counts[(counts > 0) & (counts < n)] / n
-    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum() * n)
+    return float(binary_entropy(counts[(counts > 0) & (counts < n)] / n).sum() * n)
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Bits of entropy of a bit set with probability ``p`` (elementwise, ``0 < p < 1``)."""
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
 def entropy_bound_bytes(x, block_rows: int = 1 << 16) -> float:
@@ -586,9 +590,7 @@ def row_entropy(counts: np.ndarray, sizes: np.ndarray) -> float:
     sizes = np.asarray(sizes, np.int64)
     varies = (counts > 0) & (counts < sizes[:, None])  # (the other bits cost nothing)
     n = np.broadcast_to(sizes[:, None], counts.shape)[varies]
-    p = counts[varies] / n
-    return float((-(p * np.log2(p) + (1 - p) * np.log2(1 - p)) * n).sum()) / max(
-        int(sizes.sum()), 1)
+    return float((binary_entropy(counts[varies] / n) * n).sum()) / max(int(sizes.sum()), 1)
 
 
 def entropy_scaled_gain(gains: list[float], entropies: list[float]) -> float | None:
