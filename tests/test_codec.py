@@ -1,6 +1,7 @@
 import collections
 import dataclasses
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ibp_gnn.codec import SUPPORTED_DTYPES, compress, load, tile_rows
+from ibp_gnn.codec import SUPPORTED_DTYPES, _kernels, compress, load, tile_rows
 from ibp_gnn.codec.dtypes import as_byte_rows, numpy_dtype, torch_dtype
 from ibp_gnn.codec.plan import (DIRECT_COUNT_ROWS, Plan, bit_counts, choose_plan,
                                 combine_plans)
@@ -363,7 +364,9 @@ def test_any_plan_round_trips_and_matches_reference(dtype, rows, dim, pattern, w
     x = make_matrix(dtype, (rows, dim), pattern, seed)
     plan = random_plan(np.random.default_rng(seed), x, w, list_header, groups)
     cm = compress(x, plan=plan)
-    assert_bits_equal(cm.decode(), x)
+    for fast_pdep in (True, False):  # free bits scattered by PDEP, and run by run
+        with mock.patch.object(_kernels, "FAST_PDEP", fast_pdep):
+            assert_bits_equal(cm.decode(), x)
     if not cm.raw_layout:
         byte_rows, _, _ = as_byte_rows(x)
         expected = reference_encode(byte_rows, plan)
@@ -626,6 +629,25 @@ def test_free_bit_runs_list_the_zero_runs_from_the_top(chunk_bits):
         assert list(zip(start[p, :count[p]].tolist(), length[p, :count[p]].tolist())) == expected
         assert not length[p, count[p]:].any()
     assert start.shape[1] == max(1, count.max()) == chunk_bits // 2
+
+
+def test_pdep_scatters_the_low_bits_to_the_masks_set_bits():
+    """The decoder's PDEP (the CPU instruction where it is fast) and the bit-by-bit loop
+    against a walk over the mask's bits."""
+    rng = np.random.default_rng(0)
+    full = (1 << 64) - 1
+    masks = [0, full, 0x5555555555555555, 1 << 63, 0xFFFF0000FFFF0000, 0x80000001]
+    masks += [int(v) for v in rng.integers(0, full, 60, dtype=np.uint64, endpoint=True)]
+    for mask in masks:
+        for value in [0, full, 1 << 63] + [int(v) for v in rng.integers(0, full, 4,
+                                                                         dtype=np.uint64)]:
+            expected, k = 0, 0
+            for b in range(64):
+                if mask >> b & 1:
+                    expected |= (value >> k & 1) << b
+                    k += 1
+            assert int(_kernels.pdep(np.uint64(value), np.uint64(mask))) == expected
+            assert int(_kernels.pdep_loop(np.uint64(value), np.uint64(mask))) == expected
 
 
 def test_bit_counts_of_few_and_many_rows_agree():

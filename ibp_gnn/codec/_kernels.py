@@ -6,10 +6,15 @@ Numba fall back to floats.
 """
 from __future__ import annotations
 
+import platform
 import sys
 
 import numba as nb
 import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir as _ir
+from numba.core import config as _numba_config
+from numba.extending import intrinsic as _intrinsic
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -36,6 +41,56 @@ def _shr(v, n):
     if n >= 64:
         return _U0
     return v >> np.uint64(n)
+
+
+def _fast_pdep() -> bool:
+    """Whether Numba compiles for a CPU with a fast PDEP (scatter the low bits of a value to the
+    set bits of a mask): x86-64 with BMI2, except AMD Zen 1 and 2, which microcode it."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    features = _numba_config.CPU_FEATURES
+    if features is None:
+        features = _llvm.get_host_cpu_features().flatten()
+    name = _numba_config.CPU_NAME or _llvm.get_host_cpu_name()
+    return "+bmi2" in features.split(",") and name not in ("znver1", "znver2")
+
+
+#: The decoder scatters a chunk's free bits with one PDEP instruction where it is fast, and run
+#: by run elsewhere (the patterns' runs of free bits, :func:`zero_bit_runs`).
+FAST_PDEP = _fast_pdep()
+
+
+@nb.njit(inline="always")
+def pdep_loop(value, mask):
+    """PDEP one set bit of ``mask`` at a time, for CPUs without a fast instruction."""
+    out = _U0
+    while mask:
+        low = mask & (~mask + _U1)
+        out |= low * (value & _U1)
+        value >>= _U1
+        mask &= mask - _U1
+    return out
+
+
+@_intrinsic
+def _pdep_instruction(typingctx, value, mask):
+    def codegen(context, builder, signature, args):
+        i64 = _ir.IntType(64)
+        fn = builder.module.declare_intrinsic("llvm.x86.bmi.pdep.64",
+                                              fnty=_ir.FunctionType(i64, [i64, i64]))
+        return builder.call(fn, args)
+    return nb.types.uint64(nb.types.uint64, nb.types.uint64), codegen
+
+
+# (selected here, not by a branch in a kernel: LLVM cannot compile the instruction for other
+# CPUs, even where it would never run)
+_pdep = _pdep_instruction if FAST_PDEP else pdep_loop
+
+
+@nb.njit(inline="always")
+def pdep(value, mask):
+    """The low bits of ``value`` scattered, lowest first, to the set bits of ``mask``."""
+    return _pdep(np.uint64(value), np.uint64(mask))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -637,14 +692,19 @@ def _append(payload, q, acc, held, v, n, w):
 
 @nb.njit(inline="always")
 def _read(payload, base, pos, n, w):
-    """The ``n <= w`` stream bits at bit ``pos`` of the row starting at word ``base``."""
+    """The ``n <= w`` stream bits at bit ``pos`` of the row starting at word ``base``.
+
+    The following word is always read and shifted in (its bits land below the field's when
+    the field does not straddle into it), clamped to the payload's last word: whether a field
+    straddles is data-dependent, and on dense rows a branch on it is mispredicted often."""
     if n == 0:
         return _U0
-    q = pos >> _word_shift(w)
+    q = base + (pos >> _word_shift(w))
     off = pos & (w - 1)
-    hi = (np.uint64(payload[base + q]) << np.uint64(64 - w)) << np.uint64(off)
-    if off + n > w:
-        hi |= (np.uint64(payload[base + q + 1]) << np.uint64(64 - w)) >> np.uint64(w - off)
+    top = np.uint64(64 - w)
+    hi = (np.uint64(payload[q]) << top) << np.uint64(off)
+    after = np.uint64(payload[min(q + 1, payload.shape[0] - 1)]) << top
+    hi |= (after >> _U1) >> np.uint64(w - 1 - off)  # two shifts: w - off may be 64
     return hi >> np.uint64(64 - n)
 
 
@@ -845,8 +905,8 @@ def _stream_start(payload, base, list_header, group_bits, count_bits, pos_bits, 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
-                pat_bitval, pat_free, run_start, run_len, run_count, list_header, num_groups,
-                segment_free, bitval_row, out):
+                pat_mask, pat_bitval, pat_free, run_start, run_len, run_count, list_header,
+                num_groups, segment_free, bitval_row, use_pdep, out):
     """Decode rows ``[starts[i], ends[i])`` of ``payload`` into ``out[i]``.
 
     ``out`` is ``[B, row_units]`` of any unsigned width that divides the chunk width; each chunk
@@ -855,7 +915,8 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
     chunk decodes to when it matches a base pattern without free bits, in output units;
     ``segment_free[r, g]`` has bit ``b`` set when the base pattern of column ``32 * g + b`` has
     free bits. An encoded row starts as its ``bitval_row`` and only the chunks that read the
-    stream are visited: sparse rows cost about one visit per non-base chunk.
+    stream are visited: sparse rows cost about one visit per non-base chunk. ``use_pdep``
+    scatters free bits with :func:`pdep` (pass :data:`FAST_PDEP`), else run by run.
     """
     b_count = starts.shape[0]
     w = chunk_bits
@@ -903,14 +964,15 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
                 length = pat_free[p]
                 v = _read(payload, base, pos, length, w)
                 pos += length
-                runs = run_count[p]
-                if length == w:
+                if use_pdep:
+                    v = pat_bitval[p] | pdep(v, ~pat_mask[p])
+                elif length == w:
                     pass
-                elif runs == 1:  # the usual float layout: free bits are the low mantissa
+                elif run_count[p] == 1:  # the usual float layout: free bits are the low mantissa
                     v = pat_bitval[p] | (v << np.uint64(run_start[p, 0]))
                 else:  # several runs: none is 64 bits long, so plain shifts are safe
                     x = pat_bitval[p]
-                    for r in range(runs - 1, -1, -1):
+                    for r in range(run_count[p] - 1, -1, -1):
                         rl = np.uint64(run_len[p, r])
                         x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[p, r])
                         v >>= rl

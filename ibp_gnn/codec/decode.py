@@ -23,7 +23,8 @@ def decode_rows(cm, idx: np.ndarray) -> np.ndarray:
         pat_mask, pat_bitval, pat_free, sel, alt_start = cm.patterns()
         kinds, segment_free, bitval_row = cm.decode_tables
         _kernels.decode_rows(read_only(cm.payload), starts, ends, cm.num_chunks,
-                             cm.chunk_bits, kinds, sel, alt_start, pat_bitval, pat_free,
-                             run_start, run_len, run_count, cm.list_header, cm.num_groups,
-                             segment_free, bitval_row.view(out.dtype), out)
+                             cm.chunk_bits, kinds, sel, alt_start, pat_mask, pat_bitval,
+                             pat_free, run_start, run_len, run_count, cm.list_header,
+                             cm.num_groups, segment_free, bitval_row.view(out.dtype),
+                             _kernels.FAST_PDEP, out)
     return out.view(np.uint8)
