@@ -112,7 +112,8 @@ def cmd_verify(args) -> int:
 def cmd_bench(args) -> int:
     if args.what == "codec":
         from .bench import bench_codec, format_table
-        rows = [bench_codec(p, key=args.key, repeats=args.repeats) for p in args.paths]
+        rows = [bench_codec(p, key=args.key, repeats=args.repeats, extended=not args.basic)
+                for p in args.paths]
         print(json.dumps(rows, indent=1) if args.json else format_table(rows))
         return 0
     from .pyg.bench import bench_loader, format_bench
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stores", default="cpu,ibp", help="loader: comma-separated stores")
     p.add_argument("--device", default="cpu", help="loader: where batches are delivered")
     p.add_argument("--num-workers", type=int, default=0, help="loader: sampling workers")
+    p.add_argument("--basic", action="store_true", help="codec: the basic format")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("kernels", help="CUDA kernels: --check compiles each with NVRTC")

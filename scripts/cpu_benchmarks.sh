@@ -28,6 +28,10 @@ mkdir -p bench/results
   echo "\$ ibp-gnn bench codec $data/normalized/*.npz $data/derived/*.npz"
   ibp-gnn bench codec "$data"/normalized/*.npz "$data"/derived/*.npz
   echo
+  echo "\$ ibp-gnn bench codec --basic $data/normalized/{tolokers,pygod_reddit}.npz $data/derived/amazon_computers_pca100.npz"
+  ibp-gnn bench codec --basic "$data"/normalized/{tolokers,pygod_reddit}.npz \
+      "$data"/derived/amazon_computers_pca100.npz
+  echo
   echo "\$ ibp-gnn bench loader amazon_computers coauthor_cs --repeats 5"
   ibp-gnn bench loader amazon_computers coauthor_cs --repeats 5
   echo

@@ -104,6 +104,10 @@ def test_bench_codec_reports_ratios(npz, capsys):
     assert main(["bench", "codec", "--json", "--repeats", "2", str(path)]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["compress_vs_copy"] > 0 and row["decode_vs_raw_gather"] > 0
+    assert row["format"] == "extended"
+    assert main(["bench", "codec", "--json", "--repeats", "2", "--basic", str(path)]) == 0
+    basic = json.loads(capsys.readouterr().out)[0]
+    assert basic["format"] == "basic" and basic["host_bytes"] >= row["host_bytes"]
 
 
 def test_console_script_runs(npz):
