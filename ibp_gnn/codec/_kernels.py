@@ -926,58 +926,73 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
     header = 0 if list_header else (num_chunks + w - 1) // w
     count_bits, pos_bits = _list_bits(num_chunks)
     group_bits = _bit_length(num_groups - 1)
-    units = out.shape[1]
-    for i in nb.prange(b_count):
-        start = starts[i]
-        if ends[i] - start == num_chunks:
-            for c in range(num_chunks):
-                _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
-            continue
-        base = start + header
-        group, listed, pos = _stream_start(payload, base, list_header, group_bits, count_bits,
-                                           pos_bits, w)
-        first = group * num_chunks
-        for u in range(units):
-            out[i, u] = bitval_row[group, u]
-        listed_done = 0
-        for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
-            c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w,
-                                                    list_header, listed, listed_done,
-                                                    group_bits + count_bits, pos_bits)
-            sel_pos = pos
-            todo = nonbase
-            while todo:
-                c = c0 + _lowest_bit(todo)
-                todo &= todo - _U1
-                pos += sel_bits[kinds[first + c]]
-            todo = nonbase | (segment_free[group, g] & ~nonbase)
-            while todo:
-                b = _lowest_bit(todo)
-                todo &= todo - _U1
-                c = c0 + b
-                k = kinds[first + c]
-                p = k
-                if (nonbase >> np.uint64(b)) & _U1:
-                    s = sel_bits[k]
-                    p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_pos, s, w))
-                    sel_pos += s
-                length = pat_free[p]
-                v = _read(payload, base, pos, length, w)
-                pos += length
-                if use_pdep:
-                    v = pat_bitval[p] | pdep(v, ~pat_mask[p])
-                elif length == w:
-                    pass
-                elif run_count[p] == 1:  # the usual float layout: free bits are the low mantissa
-                    v = pat_bitval[p] | (v << np.uint64(run_start[p, 0]))
-                else:  # several runs: none is 64 bits long, so plain shifts are safe
-                    x = pat_bitval[p]
-                    for r in range(run_count[p] - 1, -1, -1):
-                        rl = np.uint64(run_len[p, r])
-                        x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[p, r])
-                        v >>= rl
-                    v = x
-                _store_chunk(out, i, c, v, pieces, unit_bits)
+    for task in nb.prange((b_count + ROW_BLOCK - 1) // ROW_BLOCK):
+        # a segment's visited chunks and their patterns, picked before any free bits are read
+        visited = np.empty(SEGMENT, np.int64)
+        chosen = np.empty(SEGMENT, np.int64)
+        for i in range(task * ROW_BLOCK, min(b_count, (task + 1) * ROW_BLOCK)):
+            _decode_row(payload, starts[i], ends[i], num_chunks, w, kinds, sel_bits, num_kinds,
+                        alt_start, pat_mask, pat_bitval, pat_free, run_start, run_len,
+                        run_count, list_header, header, count_bits, pos_bits, group_bits,
+                        segment_free, bitval_row, use_pdep, out, i, pieces, unit_bits, visited,
+                        chosen)
+
+
+@nb.njit(inline="always")
+def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, alt_start,
+                pat_mask, pat_bitval, pat_free, run_start, run_len, run_count, list_header,
+                header, count_bits, pos_bits, group_bits, segment_free, bitval_row, use_pdep,
+                out, i, pieces, unit_bits, visited, chosen):
+    if end - start == num_chunks:
+        for c in range(num_chunks):
+            _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
+        return
+    base = start + header
+    group, listed, pos = _stream_start(payload, base, list_header, group_bits, count_bits,
+                                       pos_bits, w)
+    first = group * num_chunks
+    for u in range(out.shape[1]):
+        out[i, u] = bitval_row[group, u]
+    listed_done = 0
+    for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
+        c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
+                                                listed, listed_done, group_bits + count_bits,
+                                                pos_bits)
+        # the selectors first (the stream holds them before the free bits): then the free
+        # bits' offsets depend on table lookups known in advance, not on the selectors' reads
+        todo = nonbase | (segment_free[group, g] & ~nonbase)
+        count = 0
+        while todo:
+            b = _lowest_bit(todo)
+            todo &= todo - _U1
+            k = kinds[first + c0 + b]
+            p = k
+            if (nonbase >> np.uint64(b)) & _U1:
+                s = sel_bits[k]
+                p = num_kinds + alt_start[k] + np.int64(_read(payload, base, pos, s, w))
+                pos += s
+            visited[count] = c0 + b
+            chosen[count] = p
+            count += 1
+        for e in range(count):
+            p = chosen[e]
+            length = pat_free[p]
+            v = _read(payload, base, pos, length, w)
+            pos += length
+            if use_pdep:
+                v = pat_bitval[p] | pdep(v, ~pat_mask[p])
+            elif length == w:
+                pass
+            elif run_count[p] == 1:  # the usual float layout: free bits are the low mantissa
+                v = pat_bitval[p] | (v << np.uint64(run_start[p, 0]))
+            else:  # several runs: none is 64 bits long, so plain shifts are safe
+                x = pat_bitval[p]
+                for r in range(run_count[p] - 1, -1, -1):
+                    rl = np.uint64(run_len[p, r])
+                    x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[p, r])
+                    v >>= rl
+                v = x
+            _store_chunk(out, i, visited[e], v, pieces, unit_bits)
 
 
 @nb.njit(cache=True, nogil=True)
