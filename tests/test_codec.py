@@ -650,6 +650,22 @@ def test_pdep_scatters_the_low_bits_to_the_masks_set_bits():
             assert int(_kernels.pdep_loop(np.uint64(value), np.uint64(mask))) == expected
 
 
+@pytest.mark.parametrize("machine, name, features, fast", [
+    ("x86_64", "skylake", "+avx2,+bmi2,+sse4.2", True),
+    ("x86_64", "znver4", "+bmi2,+avx512f", True),
+    ("x86_64", "znver2", "+bmi2,+avx2", False),       # microcoded PDEP
+    ("x86_64", "ivybridge", "+avx,-bmi2", False),
+    ("x86_64", "generic", "", False),                  # NUMBA_CPU_NAME=generic
+    ("aarch64", "neoverse-v2", "+sve2", False),
+])
+def test_pdep_instruction_only_where_numba_targets_a_fast_one(monkeypatch, machine, name,
+                                                               features, fast):
+    monkeypatch.setattr(_kernels.platform, "machine", lambda: machine)
+    monkeypatch.setattr(_kernels._numba_config, "CPU_NAME", name)
+    monkeypatch.setattr(_kernels._numba_config, "CPU_FEATURES", features)
+    assert _kernels._fast_pdep() is fast
+
+
 def test_bit_counts_of_few_and_many_rows_agree():
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, DIRECT_COUNT_ROWS, DIRECT_COUNT_ROWS + 1, 2000):

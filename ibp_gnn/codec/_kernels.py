@@ -14,6 +14,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir as _ir
 from numba.core import config as _numba_config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic as _intrinsic
 
 _U0 = np.uint64(0)
@@ -48,9 +49,9 @@ def _fast_pdep() -> bool:
     set bits of a mask): x86-64 with BMI2, except AMD Zen 1 and 2, which microcode it."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    features = _numba_config.CPU_FEATURES
+    features = _numba_config.CPU_FEATURES  # "" for NUMBA_CPU_NAME=generic (portable caches)
     if features is None:
-        features = _llvm.get_host_cpu_features().flatten()
+        features = get_host_cpu_features()
     name = _numba_config.CPU_NAME or _llvm.get_host_cpu_name()
     return "+bmi2" in features.split(",") and name not in ("znver1", "znver2")
 
