@@ -131,14 +131,21 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
       nonbase_round = ~header_round<Word>(src, j0, C) & in_row;
     }
     if (fixed_rounds && nonbase_round == 0u) {
+      const unsigned free_in_round = __ldg(rbits + j0 / 32);  // warp-uniform
       if (active) {
-        const Word m = pat.mask[j];
-        const int nbits = W - WordOps<Word>::popc(m);
-        const Word v = read_bits<Word>(stream, bitpos + (u64)__ldg(prefix + j), nbits);
-        store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, pat.bitval[j]), row_bytes,
-                          unit);
+        if (free_in_round == 0u) {
+          // base patterns without free bits (most rounds of a sparse row): their bit values
+          // are the chunks, so neither the masks nor the offsets are read
+          store_chunk<Word>(dst, j, pat.bitval[j], row_bytes, unit);
+        } else {
+          const Word m = pat.mask[j];
+          const int nbits = W - WordOps<Word>::popc(m);
+          const Word v = read_bits<Word>(stream, bitpos + (u64)__ldg(prefix + j), nbits);
+          store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, pat.bitval[j]), row_bytes,
+                            unit);
+        }
       }
-      bitpos += (u64)__ldg(rbits + j0 / 32);
+      bitpos += (u64)free_in_round;
       continue;
     }
     const int nonbase = (int)((nonbase_round >> lane) & 1u);
