@@ -956,9 +956,9 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
         out[i, u] = bitval_row[group, u]
     listed_done = 0
     for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
-        c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
-                                                listed, listed_done, group_bits + count_bits,
-                                                pos_bits)
+        c0, _, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
+                                               listed, listed_done, group_bits + count_bits,
+                                               pos_bits)
         # the selectors first (the stream holds them before the free bits): then the free
         # bits' offsets depend on table lookups known in advance, not on the selectors' reads
         todo = nonbase | (segment_free[group, g] & ~nonbase)
