@@ -185,6 +185,18 @@ __device__ __forceinline__ Word load_chunk(const u8* __restrict__ row, long long
   return (Word)w;
 }
 
+// OR of x over the warp; every lane of the warp must call it. One instruction from compute
+// capability 8.0 on; a butterfly of shuffles before.
+__device__ __forceinline__ unsigned warp_or(unsigned x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_or_sync(IBP_FULL_MASK, x);
+#else
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) x |= __shfl_xor_sync(IBP_FULL_MASK, x, d);
+  return x;
+#endif
+}
+
 // Inclusive warp scan; every lane of the warp must call it.
 __device__ __forceinline__ int warp_inclusive_scan(int x, int lane) {
 #pragma unroll

@@ -9,6 +9,10 @@
 
 #define IBP_COPY_UNROLL 8
 
+#ifndef IBP_BASE_UNROLL
+#define IBP_BASE_UNROLL 4
+#endif
+
 // Words [0, n) of `src` handed to put(k, word) by the warp, lane k % 32 taking word k: loads
 // are issued IBP_COPY_UNROLL at a time before any is consumed, so a warp keeps several bus
 // transactions in flight instead of one round trip per 128 bytes.
@@ -72,9 +76,69 @@ __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long lon
                            : none;
     *next = pos;
   }
+  return warp_or(bit);
+}
+
+// All-base rounds among the 32 from round r of a bitmap header: how many in a row from r on
+// (round r itself is one, so at least 1), lane k reading round r + k.
+template <typename Word>
+__device__ __forceinline__ long long bitmap_base_rounds(const Word* header, long long r,
+                                                        long long C, int lane) {
+  const long long rounds = (C + 31) / 32;
+  const long long rk = r + lane;
+  bool base = false;
+  if (rk < rounds) {
+    const long long left = C - rk * 32;
+    const unsigned in_row = left >= 32 ? IBP_FULL_MASK : (1u << (int)left) - 1u;
+    base = (~header_round<Word>(header, rk * 32, C) & in_row) == 0u;
+  }
+  const unsigned run = ~__ballot_sync(IBP_FULL_MASK, base);
+  return run == 0u ? 32 : __ffs((int)run) - 1;
+}
+
+// Decode `count` rounds from round r0 on whose chunks all match their base patterns: every
+// chunk's free bits lie at a precomputed offset from the round's start (prefix), and a
+// round's start is the previous one's plus its total (round_bits), so nothing waits on an
+// earlier round. The rounds' loads are issued IBP_BASE_UNROLL rounds at a time before any of
+// their stores. Returns the stream position after them.
+template <typename Word>
+__device__ __forceinline__ u64 decode_base_rounds(const Word* stream, const Patterns<Word>& pat,
+                                                  const u16* __restrict__ prefix,
+                                                  const u16* __restrict__ round_bits,
+                                                  long long r0, long long count, long long C,
+                                                  u64 bitpos, u8* __restrict__ dst,
+                                                  long long row_bytes, int unit, int lane) {
+  constexpr int W = WordOps<Word>::BITS;
+  for (long long t0 = 0; t0 < count; t0 += IBP_BASE_UNROLL) {
+    Word v[IBP_BASE_UNROLL];
 #pragma unroll
-  for (int d = 16; d > 0; d >>= 1) bit |= __shfl_xor_sync(IBP_FULL_MASK, bit, d);
-  return bit;
+    for (int u = 0; u < IBP_BASE_UNROLL; ++u) {
+      v[u] = (Word)0;
+      if (t0 + u < count) {  // warp-uniform
+        const long long r = r0 + t0 + u;
+        const long long j = r * 32 + lane;
+        const unsigned free_in_round = __ldg(round_bits + r);
+        if (j < C) {
+          v[u] = pat.bitval[j];
+          // base patterns without free bits (most rounds of a sparse row): their bit values
+          // are the chunks, so neither the masks nor the offsets are read
+          if (free_in_round != 0u) {
+            const Word m = pat.mask[j];
+            const int nbits = W - WordOps<Word>::popc(m);
+            const Word bits = read_bits<Word>(stream, bitpos + (u64)__ldg(prefix + j), nbits);
+            v[u] = deposit_bits<Word>(bits, (Word)~m, v[u]);
+          }
+        }
+        bitpos += (u64)free_in_round;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < IBP_BASE_UNROLL; ++u) {
+      const long long j = (r0 + t0 + u) * 32 + lane;
+      if (t0 + u < count && j < C) store_chunk<Word>(dst, j, v[u], row_bytes, unit);
+    }
+  }
+  return bitpos;
 }
 
 // Decode one encoded row (bitmap header words or a list, then the bit stream) from `src`,
@@ -86,11 +150,13 @@ __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long lon
 // base_prefix / round_bits (optional, null to go without): per row group, each chunk's offset
 // among its round's free bits when every chunk of the round matches its base pattern, and the
 // round's total. Such rounds, nearly all of them in sparse rows, then need no warp scans and,
-// with a list header, no reading of list entries.
+// with a list header, no reading of list entries. Up to max_stretch (>= 1) such rounds in a
+// row are decoded together (decode_base_rounds).
 template <typename Word>
 __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& all,
                                                    const u16* __restrict__ base_prefix,
                                                    const u16* __restrict__ round_bits,
+                                                   long long max_stretch,
                                                    long long C, long long H, int num_groups,
                                                    int group_bits, int list_header,
                                                    int count_bits, int pos_bits,
@@ -131,21 +197,17 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
       nonbase_round = ~header_round<Word>(src, j0, C) & in_row;
     }
     if (fixed_rounds && nonbase_round == 0u) {
-      const unsigned free_in_round = __ldg(rbits + j0 / 32);  // warp-uniform
-      if (active) {
-        if (free_in_round == 0u) {
-          // base patterns without free bits (most rounds of a sparse row): their bit values
-          // are the chunks, so neither the masks nor the offsets are read
-          store_chunk<Word>(dst, j, pat.bitval[j], row_bytes, unit);
-        } else {
-          const Word m = pat.mask[j];
-          const int nbits = W - WordOps<Word>::popc(m);
-          const Word v = read_bits<Word>(stream, bitpos + (u64)__ldg(prefix + j), nbits);
-          store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, pat.bitval[j]), row_bytes,
-                            unit);
-        }
+      // this round and the all-base rounds right after it (up to max_stretch), together
+      const long long r = j0 / 32;
+      long long count = 1;
+      if (max_stretch > 1) {
+        count = list_header ? (next_listed >= C ? (C + 31) / 32 : next_listed / 32) - r
+                            : bitmap_base_rounds<Word>(src, r, C, lane);
+        if (count > max_stretch) count = max_stretch;
       }
-      bitpos += (u64)free_in_round;
+      bitpos = decode_base_rounds<Word>(stream, pat, prefix, rbits, r, count, C, bitpos, dst,
+                                        row_bytes, unit, lane);
+      j0 += (count - 1) * 32;
       continue;
     }
     const int nonbase = (int)((nonbase_round >> lane) & 1u);
@@ -184,8 +246,8 @@ __device__ __forceinline__ void ibp_gather_decode(
     const Word* __restrict__ bitval_g, const u8* __restrict__ sel,
     const unsigned* __restrict__ alt_base, const Word* __restrict__ alt_mask,
     const Word* __restrict__ alt_bitval, const u16* __restrict__ base_prefix,
-    const u16* __restrict__ round_bits, int list_header, int num_groups, long long num_rows,
-    long long C,
+    const u16* __restrict__ round_bits, long long max_stretch, int list_header, int num_groups,
+    long long num_rows, long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
     u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
   constexpr int W = WordOps<Word>::BITS;
@@ -248,15 +310,15 @@ __device__ __forceinline__ void ibp_gather_decode(
       // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, base_prefix, round_bits, C, H, num_groups,
-                               group_bits, list_header, count_bits, pos_bits, dst, row_bytes,
-                               unit, lane);
+      decode_encoded_row<Word>(buf, pat, base_prefix, round_bits, max_stretch, C, H,
+                               num_groups, group_bits, list_header, count_bits, pos_bits, dst,
+                               row_bytes, unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, base_prefix, round_bits, C, H, num_groups,
-                               group_bits, list_header, count_bits, pos_bits, dst, row_bytes,
-                               unit, lane);
+      decode_encoded_row<Word>(src, pat, base_prefix, round_bits, max_stretch, C, H,
+                               num_groups, group_bits, list_header, count_bits, pos_bits, dst,
+                               row_bytes, unit, lane);
     }
   }
 }
@@ -266,14 +328,15 @@ __device__ __forceinline__ void ibp_gather_decode(
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
       const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix,                  \
-      const u16* round_bits, int list_header, int num_groups, long long num_rows,              \
-      long long C, const INDEX* index, const long long* out_pos, long long B, u8* out,         \
-      long long row_bytes, int unit, int stage_masks, long long cap_words) {                   \
+      const u16* round_bits, long long max_stretch, int list_header, int num_groups,           \
+      long long num_rows, long long C, const INDEX* index, const long long* out_pos,           \
+      long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
+      long long cap_words) {                                                                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
-                                        base_prefix, round_bits, list_header, num_groups,      \
-                                        num_rows, C, index, out_pos, B, out, row_bytes, unit,  \
-                                        stage_masks, cap_words);                               \
+                                        base_prefix, round_bits, max_stretch, list_header,     \
+                                        num_groups, num_rows, C, index, out_pos, B, out,       \
+                                        row_bytes, unit, stage_masks, cap_words);              \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

@@ -41,6 +41,7 @@ GATHER_THREADS = 256            # IBP_GATHER_THREADS in gather_raw.cu
 ENCODE_THREADS = 256            # IBP_ENCODE_THREADS in ibp_encode.cu
 WARP_BUFFER_BYTES = 2048        # shared-memory copy of one encoded row per warp
 MASK_SMEM_LIMIT = 48 << 10      # stage mask+bitval in shared memory up to this size
+MAX_STRETCH_ROUNDS = 1 << 30    # all-base rounds decoded together: no limit but the row's
 
 
 class PinnedMemoryError(MemoryError):
@@ -509,13 +510,16 @@ class DeviceCompressedMatrix:
 
     ``fixed_rounds`` (default True): rounds of 32 chunks that all match their base patterns
     are decoded from precomputed bit offsets, without warp scans; False decodes every round
-    the general way (same output).
+    the general way (same output). ``stretch`` (default True, with ``fixed_rounds``): such
+    rounds that follow each other are decoded together, the loads of several rounds issued
+    before their stores; False decodes them one round at a time (same output).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
-                 mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True):
+                 mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
+                 stretch: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
@@ -555,6 +559,7 @@ class DeviceCompressedMatrix:
         self._list_header = int(cm.list_header)
         self._num_groups = int(cm.num_groups)
         self.fixed_rounds = bool(fixed_rounds)
+        self.stretch = bool(stretch)
         self._base_prefix, self._round_bits = (
             _small_to_device(a, self.device) for a in base_round_tables(cm))
 
@@ -600,6 +605,7 @@ class DeviceCompressedMatrix:
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
                 _ptr(self._alt_bitval), _ptr(self._base_prefix if self.fixed_rounds else None),
                 _ptr(self._round_bits if self.fixed_rounds else None),
+                _i64(MAX_STRETCH_ROUNDS if self.stretch else 1),
                 _i32(self._list_header), _i32(self._num_groups),
                 _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
                 _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),

@@ -113,7 +113,8 @@ def test_row_widths(shape, dtype, w):
     cm = compress(x, chunk_bits=w)
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
-               {"fixed_rounds": False}, {"fixed_rounds": False, "warp_buffer_bytes": 0}):
+               {"stretch": False}, {"fixed_rounds": False},
+               {"fixed_rounds": False, "warp_buffer_bytes": 0}):
         dev = gpu.DeviceCompressedMatrix(cm, DEV, "pinned", **kw)
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
 
@@ -130,8 +131,9 @@ def test_datasets_bit_exact(path, w):
         dev = gpu.DeviceCompressedMatrix(cm, DEV, location)
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
         assert_bit_exact(dev.gather(idx.to(torch.int32), sort=True), cm, idx)
-    general = gpu.DeviceCompressedMatrix(cm, DEV, fixed_rounds=False)
-    assert_bit_exact(general.gather(idx.to(DEV)), cm, idx)
+    for kw in ({"stretch": False}, {"fixed_rounds": False}):
+        other = gpu.DeviceCompressedMatrix(cm, DEV, **kw)
+        assert_bit_exact(other.gather(idx.to(DEV)), cm, idx)
     full = torch.arange(n, device=DEV)
     got = gpu.DeviceCompressedMatrix(cm, DEV).gather(full)
     np.testing.assert_array_equal(as_bytes(got), as_bytes(torch.from_numpy(x)))

@@ -38,6 +38,7 @@ SHIM = r"""
 #define __forceinline__ inline
 #define __launch_bounds__(x)
 #define __shared__
+#define __CUDA_ARCH__ 900  /* the code paths of the GPUs the kernels are compiled for */
 struct emu_dim3 { unsigned x, y, z; };
 static thread_local emu_dim3 threadIdx, blockIdx;
 static emu_dim3 blockDim, gridDim;
@@ -63,6 +64,11 @@ template <typename T> static T __shfl_up_sync(unsigned, T v, int d) {
   T r = emu_exchange(v, emu_lane() >= d ? emu_lane() - d : emu_lane()); return r; }
 template <typename T> static T __shfl_sync(unsigned, T v, int src) { return emu_exchange(v, src); }
 template <typename T> static T __shfl_xor_sync(unsigned, T v, int d) { return emu_exchange(v, emu_lane() ^ d); }
+static unsigned __reduce_or_sync(unsigned, unsigned v) {
+  unsigned r = 0;
+  for (int l = 0; l < 32; ++l) r |= emu_exchange<unsigned>(v, l);
+  return r;
+}
 static unsigned __ballot_sync(unsigned, int pred) {
   unsigned b = 0;
   for (int l = 0; l < 32; ++l) {
@@ -99,13 +105,13 @@ WRAPPERS = {
   const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
   const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,               \
   const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix, const u16* round_bits, \
-  int list_header, int num_groups, long long num_rows, long long C, const INDEX* index,         \
-  const long long* out_pos, long long B, u8* out, long long row_bytes, int unit,                \
-  int stage_masks, long long cap_words) {                                                       \
+  long long max_stretch, int list_header, int num_groups, long long num_rows, long long C,      \
+  const INDEX* index, const long long* out_pos, long long B, u8* out, long long row_bytes,      \
+  int unit, int stage_masks, long long cap_words) {                                             \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
-             sel, alt_base, alt_mask, alt_bitval, base_prefix, round_bits, list_header,        \
-             num_groups, num_rows, C, index, out_pos, B, out, row_bytes, unit, stage_masks,    \
-             cap_words); }
+             sel, alt_base, alt_mask, alt_bitval, base_prefix, round_bits, max_stretch,        \
+             list_header, num_groups, num_rows, C, index, out_pos, B, out, row_bytes, unit,    \
+             stage_masks, cap_words); }
 """ + "".join(  # every kernel ibp_decode.cu instantiates
         f"EMU_DECODE(ibp_decode_w{w}_i{i}_o{o}, {word}, {index}, {off})\n"
         for w, word in ((16, "u16"), (32, "u32"), (64, "u64"))
@@ -171,7 +177,7 @@ I = ctypes.c_int
 
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
-               fixed_rounds=True):
+               fixed_rounds=True, stretch=True):
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -192,7 +198,7 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(prefix),
-       _p(round_bits), I(int(cm.list_header)),
+       _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
        I(cm.num_groups), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
        L(max(32, cap_bytes // ws)))
@@ -266,6 +272,10 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
     # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+    # all-base rounds one at a time
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0,
+                                             stretch=False), exp)
     # every round decoded the general way (no precomputed offsets of all-base rounds)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fixed_rounds=False), exp)
     np.testing.assert_array_equal(
@@ -297,6 +307,32 @@ def test_emulated_cases_cover_the_format():
     assert offsets == {np.dtype(np.uint8), np.dtype(np.uint16)}
     assert device_offsets == {np.dtype(np.uint16)}
     assert long_rows
+
+
+@pytest.mark.parametrize("extended", [True, False], ids=["list", "bitmap"])
+def test_emulated_decode_runs_of_base_rounds(libs, extended):
+    """Rows whose base patterns (zeros) run over more than 32 rounds of 64-bit chunks: runs of
+    all-base rounds longer than a bitmap header's look-ahead of 32 rounds, and long runs
+    between list entries, decoded together and one round at a time."""
+    # (enough rows that a column's base pattern is zero and its few ones are not)
+    x = (np.random.default_rng(7).random((300, 6000)) < 0.0003).astype(np.float32)
+    # exactly 32 all-base rounds between two others, of 32- and of 64-bit chunks
+    x[:2] = 0
+    x[0, [0, 33 * 32]] = x[1, [0, 33 * 64]] = 1
+    longest = np.array([np.diff(np.flatnonzero(np.r_[True, row != 0, True])).max()
+                        for row in x])
+    idx = np.flatnonzero((longest * x.itemsize > 33 * 32 * 8) & (x != 0).any(1))[:8]
+    assert len(idx) == 8
+    idx = np.r_[idx, idx[::-2]]
+    lib = libs["ibp_decode.cu"]
+    for w in (32, 64):
+        cm = compress(x, chunk_bits=w, extended=extended)
+        assert cm.list_header == extended and not cm.raw_flags.any()
+        assert (cm.mask == np.iinfo(cm.mask.dtype).max).all() and not cm.bitval.any()
+        exp = expected_bytes(cm, idx)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False), exp)
 
 
 def test_emulated_decode_reads_every_offset_width(libs):
@@ -438,6 +474,7 @@ def test_emulated_decode_any_plan(libs, seed):
     lib = libs["ibp_decode.cu"]
     np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False), exp)
 
 
 def test_base_round_tables_are_the_offsets_of_all_base_rounds():
