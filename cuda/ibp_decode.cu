@@ -79,6 +79,16 @@ __device__ __forceinline__ unsigned listed_in_round(const Word* stream, long lon
   return warp_or(bit);
 }
 
+// Bit k set when chunk j0 + k is not stored in its base pattern, from a bitmap header (bit set:
+// base pattern); none for chunks >= C.
+template <typename Word>
+__device__ __forceinline__ unsigned bitmap_nonbase_round(const Word* header, long long j0,
+                                                         long long C) {
+  const long long left = C - j0;
+  const unsigned in_row = left >= 32 ? IBP_FULL_MASK : (1u << (int)left) - 1u;
+  return ~header_round<Word>(header, j0, C) & in_row;
+}
+
 // All-base rounds among the 32 from round r of a bitmap header: how many in a row from r on
 // (round r itself is one, so at least 1), lane k reading round r + k.
 template <typename Word>
@@ -86,12 +96,7 @@ __device__ __forceinline__ long long bitmap_base_rounds(const Word* header, long
                                                         long long C, int lane) {
   const long long rounds = (C + 31) / 32;
   const long long rk = r + lane;
-  bool base = false;
-  if (rk < rounds) {
-    const long long left = C - rk * 32;
-    const unsigned in_row = left >= 32 ? IBP_FULL_MASK : (1u << (int)left) - 1u;
-    base = (~header_round<Word>(header, rk * 32, C) & in_row) == 0u;
-  }
+  const bool base = rk < rounds && bitmap_nonbase_round<Word>(header, rk * 32, C) == 0u;
   const unsigned run = ~__ballot_sync(IBP_FULL_MASK, base);
   return run == 0u ? 32 : __ffs((int)run) - 1;
 }
@@ -192,9 +197,7 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
       }
     } else {
       // All lanes read the same one or two words: broadcast transactions.
-      const long long left = C - j0;
-      const unsigned in_row = left >= 32 ? IBP_FULL_MASK : (1u << (int)left) - 1u;
-      nonbase_round = ~header_round<Word>(src, j0, C) & in_row;
+      nonbase_round = bitmap_nonbase_round<Word>(src, j0, C);
     }
     if (fixed_rounds && nonbase_round == 0u) {
       // this round and the all-base rounds right after it (up to max_stretch), together

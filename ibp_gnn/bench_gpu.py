@@ -216,8 +216,7 @@ def _table(res: dict) -> str:
                          for r in res["raw_rows"])]
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
            f"{'ibp dev':>8s} {'1-round':>8s} {'general':>8s} {'raw':>7s} {'raw=sz':>7s} "
-           f"{'torch':>6s} "
-           f"{'basic':>6s} {'phys/b':>6s}")
+           f"{'torch':>6s} {'basic':>6s} {'phys/b':>6s}")
     lines.append(hdr)
     for d in res["datasets"]:
         if "error" in d:
