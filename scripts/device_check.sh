@@ -10,7 +10,9 @@
 # Each stage has its own time limit; all of them together stay under 10 minutes. Datasets
 # come from $IBP_GNN_DATA, else .data/ (see scripts/stage_device_data.sh), else
 # ../shared/datasets. Results and the log (bench/results/device-check-<card>-<date>.log) are
-# copied to $OUT after every stage when it is set.
+# copied to $OUT after every stage when it is set. RUN_TAG=x names a second run's files
+# <card>-<date>-x instead; GPU_TESTS="tests/test_gpu.py::test_side_stream ..." runs only those
+# GPU tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
@@ -21,7 +23,7 @@ if [ -z "${IBP_GNN_DATA:-}" ] && [ -d .data/normalized ]; then export IBP_GNN_DA
 stages=${*:-facts tests bench train loader pca}
 mkdir -p bench/results
 card=$($PY -c "import torch, re; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda.get_device_name()).strip('-').lower())" 2>/dev/null || echo unknown)
-day=$(date +%Y%m%d)
+day=$(date +%Y%m%d)${RUN_TAG:+-$RUN_TAG}
 log="bench/results/device-check-$card-$day.log"
 exec > >(tee "$log") 2>&1
 echo "\$ scripts/device_check.sh $stages    # $(date -u +%FT%TZ)"
@@ -71,9 +73,9 @@ if has tests; then
     # a test that hangs is stopped with every thread's stack printed (pytest-timeout, if present)
     per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90 --timeout-method=thread")
     # the few store/loader/sampler tests first: the codec's many GPU tests may meet the limit
+    gpu_tests=${GPU_TESTS:-tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py tests/test_gpu.py}
     timeout 200 $PY -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider --durations=8 $per_test \
-        tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py tests/test_gpu.py \
-        || status=1
+        $gpu_tests || status=1
     collect
 fi
 
