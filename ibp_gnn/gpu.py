@@ -112,6 +112,13 @@ def _module(name: str):
         return mod
 
 
+def load_kernels() -> None:
+    """Compile every kernel source for the current device now (CuPy keeps the result in its
+    on-disk kernel cache, so later processes load it instead of compiling at first use)."""
+    for f in kernel_sources():
+        _module(f.name).compile()
+
+
 _kernels: dict = {}
 
 

@@ -175,6 +175,13 @@ def test_unchecked_bad_index_is_zero_and_safe():
     assert_bit_exact(out[[0, 3]], cm, [1, 2])
 
 
+def test_load_kernels():
+    gpu.load_kernels()    # every source compiles for this device
+    cm = compress(make(torch.float32, (50, 8)), chunk_bits=32)
+    assert_bit_exact(gpu.DeviceCompressedMatrix(cm, DEV).gather(torch.arange(50, device=DEV)),
+                     cm, np.arange(50))
+
+
 def test_side_stream():
     cm = compress(make(torch.float32, (500, 64)), chunk_bits=32)
     dev = gpu.DeviceCompressedMatrix(cm, DEV)
