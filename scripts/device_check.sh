@@ -78,29 +78,12 @@ if has tests; then
     export IBP_GNN_TEST_TIMES=1    # a line per test as it finishes
     # a test that hangs is stopped with every thread's stack printed (pytest-timeout, if present)
     per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90 --timeout-method=thread")
-    gpu_pytest() {    # gpu_pytest NAME ARGS...: one pytest process, its output in a file
-        local name=$1
-        shift
-        timeout 200 $PY -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider --durations=8 \
-            $per_test "$@" > "bench/results/.gpu-tests-$name.txt" 2>&1
-    }
-    if [ -n "${GPU_TESTS:-}" ]; then
-        gpu_pytest selected $GPU_TESTS & pids=($!)
-        parts=(selected)
-    else
-        # two processes side by side (the tests' CPU reference work is most of their time):
-        # the dataset tests, and the rest with the store/loader/sampler tests first
-        gpu_pytest datasets tests/test_gpu.py -k datasets & pids=($!)
-        gpu_pytest other tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py \
-            tests/test_gpu.py -k "not datasets" & pids+=($!)
-        parts=(datasets other)
-    fi
-    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-    for part in "${parts[@]}"; do
-        echo "-- $part"
-        cat "bench/results/.gpu-tests-$part.txt"
-        rm -f "bench/results/.gpu-tests-$part.txt"
-    done
+    # four processes when pytest-xdist is there (the tests' CPU reference work is most of their
+    # time); else one, the few store/loader/sampler tests first
+    workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 4")
+    gpu_tests=${GPU_TESTS:-tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py tests/test_gpu.py}
+    timeout 200 $PY -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider --durations=8 $per_test \
+        $workers $gpu_tests || status=1
     collect
 fi
 
