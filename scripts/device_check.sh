@@ -7,7 +7,10 @@
 #   train   configs/gpu_scaled.yaml (bag-of-words)    -> bench/results/train-<card>-<date>.json
 #   loader  sampler (CPU and CUDA) and loader epochs  -> bench/results/loader-<card>-<date>.txt
 #   pca     configs/gpu_scaled_pca.yaml (dense)       -> bench/results/train-pca-<card>-<date>.json
-# then a short table. Usage: scripts/device_check.sh [STAGE ...] (default: all, in this order).
+#   profile the decode kernel under Nsight Compute    -> bench/results/profile-<card>-<date>.txt
+#           (only when named: about a minute more)
+# then a short table. Usage: scripts/device_check.sh [STAGE ...] (default: all but profile, in
+# this order).
 # Each stage has its own time limit; all of them together stay under 10 minutes. Datasets
 # come from $IBP_GNN_DATA, else .data/ (see scripts/stage_device_data.sh), else
 # ../shared/datasets. Results and the log (bench/results/device-check-<card>-<date>.log) are
@@ -33,6 +36,7 @@ bench_json="bench/results/gpu-$card-$day.json"
 train_json="bench/results/train-$card-$day.json"
 pca_json="bench/results/train-pca-$card-$day.json"
 loader_txt="bench/results/loader-$card-$day.txt"
+profile_txt="bench/results/profile-$card-$day.txt"
 start=$SECONDS
 
 has() { [[ " $stages " == *" $1 "* ]]; }
@@ -42,7 +46,7 @@ collect() {    # results so far to $OUT, so a run stopped at its limit still ret
 stage() { echo; echo "== $1 (t=$((SECONDS - start)) s)"; }
 
 warm_pids=()
-if has tests || has bench || has train || has pca || has loader; then
+if has tests || has bench || has train || has pca || has loader || has profile; then
     # the codec's numba kernels compile per chunk width (tens of seconds each on a slow core):
     # all widths at once in the background, while the kernel compile check runs
     for w in 16 32 64 auto; do $PY scripts/warm_codec.py "$w" & warm_pids+=($!); done
@@ -123,6 +127,29 @@ fi
 if has pca; then
     stage "scaled-up GraphSAGE, dense PCA"
     train 50 configs/gpu_scaled_pca.yaml "$pca_json"
+fi
+
+if has profile; then
+    stage "decode kernel profile"
+    # one launch per dataset and payload location: a sparse bag-of-words set (list header),
+    # a mid-ratio one (bitmap header, row groups) and tf-idf rows; what stalls the warps
+    data=${IBP_GNN_DATA:-../shared/datasets}
+    ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
+    if [ -z "$ncu_bin" ]; then
+        echo "ncu not found"
+        status=1
+    else
+        sets=("$data"/normalized/{coauthor_cs,amazon_computers,cora_ml}.npz)
+        cmd=("$ncu_bin" --clock-control none -k regex:ibp_decode --launch-count 6
+             --section SpeedOfLight --section LaunchStats --section Occupancy
+             --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis
+             $PY scripts/profile_decode.py "${sets[@]}")
+        { echo "# $card $(date -u +%FT%TZ): \$ ${cmd[*]}"; timeout 150 "${cmd[@]}"; } \
+            > "$profile_txt" 2>&1 || status=1
+        grep -E "^launch|ibp_decode|Duration|Throughput|Warp Cycles Per Issued|Achieved Occupancy|Stall" \
+            "$profile_txt" | head -n 80
+    fi
+    collect
 fi
 
 stage "summary"
