@@ -114,9 +114,14 @@ def _module(name: str):
 
 def load_kernels() -> None:
     """Compile every kernel source for the current device now (CuPy keeps the result in its
-    on-disk kernel cache, so later processes load it instead of compiling at first use)."""
+    on-disk kernel cache, so later processes load it instead of compiling at first use).
+    Modules this process already holds are left as they are."""
     for f in kernel_sources():
-        _module(f.name).compile()
+        with _modules_lock:
+            fresh = f.name not in _modules
+        module = _module(f.name)
+        if fresh:
+            module.compile()
 
 
 _kernels: dict = {}
