@@ -146,6 +146,128 @@ __device__ __forceinline__ u64 decode_base_rounds(const Word* stream, const Patt
   return bitpos;
 }
 
+// Decode the chunks that miss their base patterns ("entries"), one per active lane, in a row
+// whose base patterns have no free bits: a round's stream then holds only its entries'
+// selectors, then their free bits. Active lanes hold ascending chunk positions `pos`; `round`
+// is pos / 32 for active lanes, and every entry of a round is in this call. Lanes of one round
+// are contiguous (inactive lanes may sit between them). The rounds follow each other in the
+// stream from `bitpos` on; only the lengths of their free bits, which depend on the selectors
+// read, are found one round after another, everything else with warp scans. Returns the
+// stream position after the last round.
+template <typename Word>
+__device__ __forceinline__ u64 decode_entries(const Word* stream, const Patterns<Word>& pat,
+                                              bool active, long long pos, int round, u64 bitpos,
+                                              u8* __restrict__ dst, long long row_bytes,
+                                              int unit, int lane) {
+  constexpr int W = WordOps<Word>::BITS;
+  const int s = active ? (int)__ldg(pat.sel + pos) : 0;
+  const unsigned first_alt = active ? __ldg(pat.alt_base + pos) : 0u;
+  const int prev_round = __shfl_up_sync(IBP_FULL_MASK, round, 1);
+  const unsigned heads = __ballot_sync(IBP_FULL_MASK, lane == 0 || prev_round != round);
+  const unsigned actives = __ballot_sync(IBP_FULL_MASK, active);
+  const int sel_incl = warp_inclusive_scan(s, lane);
+  // the rounds that hold an active lane: those whose first lane is below the last active one
+  const int end_active = 32 - __clz((int)actives);
+  unsigned todo = heads & (end_active == 32 ? IBP_FULL_MASK : (1u << end_active) - 1u);
+  Word m = 0, bv = 0;
+  int nbits = 0;
+  u64 free_start = 0;  // where this lane's round keeps its free bits
+  while (todo) {       // warp-uniform
+    const int h = __ffs((int)todo) - 1;
+    todo &= todo - 1u;
+    const unsigned later = heads & ~((2u << h) - 1u);
+    const int next = later ? __ffs((int)later) - 1 : 32;
+    const bool mine = active && lane >= h && lane < next;
+    const int sel_before = __shfl_sync(IBP_FULL_MASK, sel_incl - s, h);
+    const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, next - 1) - sel_before;
+    if (mine) {
+      const unsigned v = (unsigned)read_bits<Word>(
+          stream, bitpos + (u64)(sel_incl - s - sel_before), s);
+      m = __ldg(pat.alt_mask + first_alt + v);
+      bv = __ldg(pat.alt_bitval + first_alt + v);
+      nbits = W - WordOps<Word>::popc(m);
+      free_start = bitpos + (u64)sel_total;
+    }
+    bitpos += (u64)sel_total + (u64)warp_sum(mine ? nbits : 0);
+  }
+  // each entry's free bits: after those of the entries before it in its round
+  const int incl = warp_inclusive_scan(nbits, lane);
+  const int my_head = 31 - __clz((int)(heads & (IBP_FULL_MASK >> (31 - lane))));
+  const int before_round = __shfl_sync(IBP_FULL_MASK, incl - nbits, my_head);
+  if (active) {
+    const Word v = read_bits<Word>(stream, free_start + (u64)(incl - nbits - before_round),
+                                   nbits);
+    store_chunk<Word>(dst, pos, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
+  }
+  return bitpos;
+}
+
+// Decode a row whose group's base patterns have no free bits (every chunk that matches its
+// base pattern is its bit value): the row is written with the bit values, then only the
+// entries are decoded over them, 32 entries at a time for a list header, a round at a time
+// (skipping rounds without entries) for a bitmap. In sparse rows that is a few rounds of work
+// instead of one per 32 chunks.
+template <typename Word>
+__device__ __forceinline__ void decode_filled_row(const Word* header, const Word* stream,
+                                                  const Patterns<Word>& pat, long long C,
+                                                  int group_bits, int list_header,
+                                                  int count_bits, int pos_bits,
+                                                  u8* __restrict__ dst, long long row_bytes,
+                                                  int unit, int lane) {
+  warp_copy<Word>(pat.bitval, C, lane,
+                  [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
+  __syncwarp();  // an entry may overwrite a chunk another lane wrote just now
+  u64 bitpos = (u64)group_bits;
+  if (list_header) {
+    const long long listed = (long long)read_bits<Word>(stream, bitpos, count_bits);
+    const u64 entries_at = bitpos + (u64)count_bits;
+    bitpos = entries_at + (u64)listed * pos_bits;
+    for (long long done = 0; done < listed;) {  // warp-uniform
+      const long long e = done + lane;
+      const long long pos =
+          e < listed ? (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits, pos_bits)
+                     : C;
+      // (a position past the row, only in a corrupt stream, is never written)
+      bool active = pos < C;
+      int round = active ? (int)(pos >> 5) : -1;
+      // a round's entries are decoded together: when the entry after these 32 lies in their
+      // last round, that round is left to the next batch (a round has at most 32 entries, so
+      // this batch still holds an earlier round)
+      int take = 32;
+      if (done + 32 < listed) {
+        const int after = (int)(read_bits<Word>(stream, entries_at + (u64)(done + 32) * pos_bits,
+                                                pos_bits) >> 5);
+        const int last = __shfl_sync(IBP_FULL_MASK, round, 31);
+        const unsigned in_last = __ballot_sync(IBP_FULL_MASK, round == last);
+        if (after == last && (in_last & 1u) == 0u) take = __ffs((int)in_last) - 1;
+      }
+      if (lane >= take) {
+        active = false;
+        round = -1;
+      }
+      done += take;
+      if (__ballot_sync(IBP_FULL_MASK, active))
+        bitpos = decode_entries<Word>(stream, pat, active, pos, round, bitpos, dst, row_bytes,
+                                      unit, lane);
+    }
+  } else {
+    const long long rounds = (C + 31) / 32;
+    for (long long r0 = 0; r0 < rounds; r0 += 32) {
+      // lane k: does round r0 + k hold entries?
+      const long long rk = r0 + lane;
+      unsigned todo = __ballot_sync(
+          IBP_FULL_MASK, rk < rounds && bitmap_nonbase_round<Word>(header, rk * 32, C) != 0u);
+      while (todo) {  // warp-uniform
+        const long long r = r0 + __ffs((int)todo) - 1;
+        todo &= todo - 1u;
+        const unsigned nonbase = bitmap_nonbase_round<Word>(header, r * 32, C);
+        bitpos = decode_entries<Word>(stream, pat, (nonbase >> lane) & 1u, r * 32 + lane,
+                                      (int)r, bitpos, dst, row_bytes, unit, lane);
+      }
+    }
+  }
+}
+
 // Decode one encoded row (bitmap header words or a list, then the bit stream) from `src`,
 // which is either the warp's shared-memory copy of the row or the payload itself. The stream
 // starts with the row's group id (group_bits bits, none for one group), which selects the
@@ -159,6 +281,7 @@ __device__ __forceinline__ u64 decode_base_rounds(const Word* stream, const Patt
 // row are decoded together (decode_base_rounds).
 template <typename Word>
 __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& all,
+                                                   const u8* __restrict__ fill_groups,
                                                    const u16* __restrict__ base_prefix,
                                                    const u16* __restrict__ round_bits,
                                                    long long max_stretch,
@@ -172,6 +295,11 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   long long group = (long long)read_bits<Word>(stream, 0, group_bits);
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
+  if (fill_groups != nullptr && __ldg(fill_groups + group)) {
+    decode_filled_row<Word>(src, stream, pat, C, group_bits, list_header, count_bits, pos_bits,
+                            dst, row_bytes, unit, lane);
+    return;
+  }
   const bool fixed_rounds = base_prefix != nullptr;
   const u16* prefix = fixed_rounds ? base_prefix + group * C : nullptr;
   const u16* rbits = fixed_rounds ? round_bits + group * ((C + 31) / 32) : nullptr;
@@ -248,8 +376,9 @@ __device__ __forceinline__ void ibp_gather_decode(
     const u64* __restrict__ block_base, int offset_shift, const Word* __restrict__ mask_g,
     const Word* __restrict__ bitval_g, const u8* __restrict__ sel,
     const unsigned* __restrict__ alt_base, const Word* __restrict__ alt_mask,
-    const Word* __restrict__ alt_bitval, const u16* __restrict__ base_prefix,
-    const u16* __restrict__ round_bits, long long max_stretch, int list_header, int num_groups,
+    const Word* __restrict__ alt_bitval, const u8* __restrict__ fill_groups,
+    const u16* __restrict__ base_prefix, const u16* __restrict__ round_bits,
+    long long max_stretch, int list_header, int num_groups,
     long long num_rows, long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
     u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
@@ -313,13 +442,13 @@ __device__ __forceinline__ void ibp_gather_decode(
       // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, base_prefix, round_bits, max_stretch, C, H,
+      decode_encoded_row<Word>(buf, pat, fill_groups, base_prefix, round_bits, max_stretch, C, H,
                                num_groups, group_bits, list_header, count_bits, pos_bits, dst,
                                row_bytes, unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, base_prefix, round_bits, max_stretch, C, H,
+      decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, C, H,
                                num_groups, group_bits, list_header, count_bits, pos_bits, dst,
                                row_bytes, unit, lane);
     }
@@ -330,14 +459,15 @@ __device__ __forceinline__ void ibp_gather_decode(
   extern "C" __global__ void __launch_bounds__(IBP_DECODE_THREADS) NAME(                       \
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
-      const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix,                  \
-      const u16* round_bits, long long max_stretch, int list_header, int num_groups,           \
+      const WORD* alt_mask, const WORD* alt_bitval, const u8* fill_groups,                   \
+      const u16* base_prefix, const u16* round_bits, long long max_stretch, int list_header,   \
+      int num_groups,                                                                          \
       long long num_rows, long long C, const INDEX* index, const long long* out_pos,           \
       long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
       long long cap_words) {                                                                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
-                                        base_prefix, round_bits, max_stretch, list_header,     \
+                                        fill_groups, base_prefix, round_bits, max_stretch, list_header,     \
                                         num_groups, num_rows, C, index, out_pos, B, out,       \
                                         row_bytes, unit, stage_masks, cap_words);              \
   }

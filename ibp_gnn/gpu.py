@@ -511,6 +511,16 @@ def base_round_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(free.sum(axis=2), np.uint16).reshape(-1))
 
 
+def fill_groups(cm: CompressedMatrix) -> np.ndarray:
+    """uint8 ``[G]``: 1 for each row group whose base patterns all have no free bits. The
+    decode kernel writes such a group's rows with the base bit values first and then decodes
+    only the chunks that miss their base patterns (sparse rows: a few rounds of work)."""
+    g, c = int(cm.num_groups), int(cm.num_chunks)
+    pattern_free = cm.patterns()[2]
+    free = pattern_free[cm.column_kind_ids()].reshape(g, c)
+    return np.ascontiguousarray((free == 0).all(axis=1), np.uint8)
+
+
 class DeviceCompressedMatrix:
     """A :class:`CompressedMatrix` served to one GPU: ``gather(index)`` returns decoded rows.
 
@@ -524,14 +534,17 @@ class DeviceCompressedMatrix:
     are decoded from precomputed bit offsets, without warp scans; False decodes every round
     the general way (same output). ``stretch`` (default True, with ``fixed_rounds``): such
     rounds that follow each other are decoded together, the loads of several rounds issued
-    before their stores; False decodes them one round at a time (same output).
+    before their stores; False decodes them one round at a time (same output). ``fill_base``
+    (default True): rows of a group whose base patterns have no free bits (see
+    :func:`fill_groups`) are written with the base bit values and only their other chunks are
+    decoded; False decodes them round by round like the others (same output).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
-                 stretch: bool = True):
+                 stretch: bool = True, fill_base: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
@@ -574,6 +587,8 @@ class DeviceCompressedMatrix:
         self.stretch = bool(stretch)
         self._base_prefix, self._round_bits = (
             _small_to_device(a, self.device) for a in base_round_tables(cm))
+        self.fill_base = bool(fill_base)
+        self._fill_groups = _small_to_device(fill_groups(cm), self.device)
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -615,7 +630,8 @@ class DeviceCompressedMatrix:
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
-                _ptr(self._alt_bitval), _ptr(self._base_prefix if self.fixed_rounds else None),
+                _ptr(self._alt_bitval), _ptr(self._fill_groups if self.fill_base else None),
+                _ptr(self._base_prefix if self.fixed_rounds else None),
                 _ptr(self._round_bits if self.fixed_rounds else None),
                 _i64(MAX_STRETCH_ROUNDS if self.stretch else 1),
                 _i32(self._list_header), _i32(self._num_groups),

@@ -69,6 +69,11 @@ static unsigned __reduce_or_sync(unsigned, unsigned v) {
   for (int l = 0; l < 32; ++l) r |= emu_exchange<unsigned>(v, l);
   return r;
 }
+static unsigned __reduce_add_sync(unsigned, unsigned v) {
+  unsigned r = 0;
+  for (int l = 0; l < 32; ++l) r += emu_exchange<unsigned>(v, l);
+  return r;
+}
 static unsigned __ballot_sync(unsigned, int pred) {
   unsigned b = 0;
   for (int l = 0; l < 32; ++l) {
@@ -80,6 +85,7 @@ static unsigned __ballot_sync(unsigned, int pred) {
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static inline int __ffs(int x) { return __builtin_ffs(x); }
+static inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
 static inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 template <typename T> static inline T __ldg(const T* p) { return *p; }
 template <typename T> static inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
@@ -104,12 +110,13 @@ WRAPPERS = {
 #define EMU_DECODE(NAME, WORD, INDEX, OFF) extern "C" void emu_##NAME(int grid, int block,     \
   const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,          \
   const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,               \
-  const WORD* alt_mask, const WORD* alt_bitval, const u16* base_prefix, const u16* round_bits, \
-  long long max_stretch, int list_header, int num_groups, long long num_rows, long long C,      \
-  const INDEX* index, const long long* out_pos, long long B, u8* out, long long row_bytes,      \
-  int unit, int stage_masks, long long cap_words) {                                             \
+  const WORD* alt_mask, const WORD* alt_bitval, const u8* fill_groups, const u16* base_prefix,  \
+  const u16* round_bits, long long max_stretch, int list_header, int num_groups,               \
+  long long num_rows, long long C, const INDEX* index, const long long* out_pos, long long B,   \
+  u8* out, long long row_bytes, int unit, int stage_masks, long long cap_words) {               \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
-             sel, alt_base, alt_mask, alt_bitval, base_prefix, round_bits, max_stretch,        \
+             sel, alt_base, alt_mask, alt_bitval, fill_groups, base_prefix, round_bits,        \
+             max_stretch,                                                                      \
              list_header, num_groups, num_rows, C, index, out_pos, B, out, row_bytes, unit,    \
              stage_masks, cap_words); }
 """ + "".join(  # every kernel ibp_decode.cu instantiates
@@ -177,7 +184,7 @@ I = ctypes.c_int
 
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
-               fixed_rounds=True, stretch=True):
+               fixed_rounds=True, stretch=True, fill_base=True):
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -196,8 +203,9 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
         cm.payload, offset_lo, block_base, cm.mask, cm.bitval))
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
+    fill = gpu.fill_groups(cm) if fill_base else None
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
-       _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(prefix),
+       _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(fill), _p(prefix),
        _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
        I(cm.num_groups), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
@@ -272,14 +280,18 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
     # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+    # every row round by round (no filled rows), runs of all-base rounds together
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
     # all-base rounds one at a time
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0,
-                                             stretch=False), exp)
+                                             stretch=False, fill_base=False), exp)
     # every round decoded the general way (no precomputed offsets of all-base rounds)
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx, fixed_rounds=False), exp)
     np.testing.assert_array_equal(
-        emu_decode(lib, cm, idx, stage=False, cap_bytes=0, fixed_rounds=False), exp)
+        emu_decode(lib, cm, idx, fixed_rounds=False, fill_base=False), exp)
+    np.testing.assert_array_equal(
+        emu_decode(lib, cm, idx, stage=False, cap_bytes=0, fixed_rounds=False,
+                   fill_base=False), exp)
 
 
 def test_emulated_cases_cover_the_format():
@@ -309,6 +321,27 @@ def test_emulated_cases_cover_the_format():
     assert long_rows
 
 
+def test_emulated_cases_reach_filled_rows():
+    """The quick matrices reach rows decoded over their base bit values (row groups whose base
+    patterns have no free bits) with both header kinds and next to groups decoded round by
+    round, and list rows whose entries take several batches of 32."""
+    seen = set()
+    for name in QUICK:
+        for w in (16, 32, 64):
+            for extended in (True, False):
+                cm = compress(MATRICES[name], chunk_bits=w, extended=extended)
+                fill = gpu.fill_groups(cm)
+                if fill.any():
+                    seen.add("list" if cm.list_header else "bitmap")
+                if fill.any() and not fill.all():
+                    seen.add("mixed groups")
+    assert seen == {"list", "bitmap", "mixed groups"}
+    x = MATRICES["list_full_rounds"]
+    cm = compress(x, chunk_bits=32)
+    assert cm.list_header and gpu.fill_groups(cm).all()
+    assert not cm.raw_flags[::16].any() and ((x[::16] != 0).sum(1) > 64).all()
+
+
 @pytest.mark.parametrize("extended", [True, False], ids=["list", "bitmap"])
 def test_emulated_decode_runs_of_base_rounds(libs, extended):
     """Rows whose base patterns (zeros) run over more than 32 rounds of 64-bit chunks: runs of
@@ -330,9 +363,12 @@ def test_emulated_decode_runs_of_base_rounds(libs, extended):
         assert cm.list_header == extended and not cm.raw_flags.any()
         assert (cm.mask == np.iinfo(cm.mask.dtype).max).all() and not cm.bitval.any()
         exp = expected_bytes(cm, idx)
+        assert gpu.fill_groups(cm).all()
         np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
-        np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False),
+                                      exp)
 
 
 def test_emulated_decode_reads_every_offset_width(libs):
@@ -495,3 +531,14 @@ def test_base_round_tables_are_the_offsets_of_all_base_rounds():
                 run += free[k][j]
             assert round_bits[k * rounds + r] == run
     assert round_bits.max() > 0
+
+
+def test_fill_groups_are_the_groups_without_free_base_bits():
+    cm = compress(MATRICES["clustered"], chunk_bits=16)
+    fill = gpu.fill_groups(cm)
+    g, c = cm.num_groups, cm.num_chunks
+    masks = np.asarray(cm.mask).reshape(g, c)
+    np.testing.assert_array_equal(fill, (masks == 0xFFFF).all(axis=1))
+    assert fill.any() and not fill.all()
+    _, round_bits = gpu.base_round_tables(cm)
+    np.testing.assert_array_equal(fill, (round_bits.reshape(g, -1) == 0).all(axis=1))
