@@ -148,7 +148,17 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             # what filling rows with their base bit values gains over decoding every round;
             # without it, what decoding runs of all-base rounds together gains over one round
             # at a time, and what the all-base rounds' fixed offsets gain over the general way
-            rec["filled_groups"] = int(gpu.fill_groups(cm).sum())
+            rec["filled_groups"] = int(dev._fill_groups.sum())
+            rec["fill_eligible_groups"] = int(gpu.fill_groups(cm, max_entry_rounds=1).sum())
+            rec["entry_round_share"] = [None if v != v else float(v)
+                                        for v in gpu.entry_round_share(cm0)]
+            # the grid sized without the kernel's register use (the rule before occupancy)
+            dev.grid_from_occupancy = False
+            t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
+            rec["ibp_pinned_unsorted_grid_by_threads"] = {
+                "seconds": t, "logical_GBps": b * rb / t / GB,
+                "physical_GBps": comp_bytes / t / GB}
+            dev.grid_from_occupancy = True
             for key, fixed, stretch in (("no_fill", True, True),
                                         ("round_by_round", True, False),
                                         ("general_rounds", False, False)):

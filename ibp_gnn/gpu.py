@@ -245,14 +245,41 @@ def _device_props(device: torch.device) -> dict:
     return p
 
 
+_occupancy: dict = {}
+
+
+def _blocks_per_sm(kernel, device: torch.device, threads: int, smem: int) -> int:
+    """Blocks of ``kernel`` one SM holds at once (registers, shared memory, threads), from the
+    driver; an estimate from threads and shared memory alone when it cannot say."""
+    key = (id(kernel), device.index, threads, smem)
+    n = _occupancy.get(key)
+    if n is None:
+        p = _device_props(device)
+        n = max(1, p["threads_per_sm"] // threads)
+        if smem:
+            n = max(1, min(n, p["smem_per_sm"] // (smem + 1024)))
+        if kernel is not None:
+            try:
+                cp = _cupy()
+                with cp.cuda.Device(device.index):
+                    if smem > 48 << 10 and kernel.max_dynamic_shared_size_bytes < smem:
+                        kernel.max_dynamic_shared_size_bytes = smem
+                    got = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                        kernel.kernel.ptr, threads, smem)
+                if got > 0:
+                    n = int(got)
+            except Exception:
+                pass
+        _occupancy[key] = n
+    return n
+
+
 def _grid(device: torch.device, work_items: int, items_per_block: int, threads: int,
-          smem: int = 0) -> int:
-    """Enough blocks to fill the device once (persistent blocks loop over the rest)."""
-    p = _device_props(device)
-    per_sm = max(1, p["threads_per_sm"] // threads)
-    if smem:
-        per_sm = max(1, min(per_sm, p["smem_per_sm"] // (smem + 1024)))
-    return max(1, min(-(-work_items // items_per_block), p["sms"] * per_sm))
+          smem: int = 0, kernel=None) -> int:
+    """Enough blocks to fill the device once (persistent blocks loop over the rest): as many as
+    the SMs hold of ``kernel`` at once, so no second, partial wave follows the first."""
+    per_sm = _blocks_per_sm(kernel, device, threads, smem)
+    return max(1, min(-(-work_items // items_per_block), _device_props(device)["sms"] * per_sm))
 
 
 def _u64(x) -> np.uint64:
@@ -511,14 +538,67 @@ def base_round_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(free.sum(axis=2), np.uint16).reshape(-1))
 
 
-def fill_groups(cm: CompressedMatrix) -> np.ndarray:
-    """uint8 ``[G]``: 1 for each row group whose base patterns all have no free bits. The
-    decode kernel writes such a group's rows with the base bit values first and then decodes
-    only the chunks that miss their base patterns (sparse rows: a few rounds of work)."""
+FILL_MAX_ENTRY_ROUNDS = 0.75   # see fill_groups
+FILL_SAMPLE_ROWS = 2048
+
+
+def entry_round_share(cm: CompressedMatrix, sample_rows: int = FILL_SAMPLE_ROWS,
+                      seed: int = 0) -> np.ndarray:
+    """float64 ``[G]``: per row group, the share of rounds (32 chunks) of its encoded rows that
+    hold a chunk missing its base pattern, in a random sample of ``sample_rows`` rows (NaN for a
+    group without encoded rows in the sample). Decoded on the host with the CPU decoder."""
+    g, c = int(cm.num_groups), int(cm.num_chunks)
+    share = np.full(g, np.nan)
+    n = int(cm.num_rows)
+    if n == 0 or c == 0 or cm.raw_layout:
+        return share
+    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, sample_rows), replace=False))
+    start, end = cm.row_offsets(idx)
+    encoded = (end - start) != c
+    idx, start = idx[encoded], np.asarray(start, np.int64)[encoded]
+    if len(idx) == 0:
+        return share
+    w, ws = int(cm.chunk_bits), int(cm.chunk_bits) // 8
+    wd = WORD_DTYPES[w]
+    rows = np.zeros((len(idx), c * ws), np.uint8)
+    rows[:, :cm.row_bytes] = cm.decode(idx).reshape(len(idx), -1).view(torch.uint8).numpy()
+    words = rows.view(wd)
+    if g > 1:
+        header = 0 if cm.list_header else -(-c // w)
+        group_bits = (g - 1).bit_length()
+        first = np.asarray(cm.payload)[start + header].astype(np.uint64)
+        group = (first >> np.uint64(w - group_bits)).astype(np.int64)
+    else:
+        group = np.zeros(len(idx), np.int64)
+    mask = np.asarray(cm.mask).astype(wd, copy=False).reshape(g, c)
+    bitval = np.asarray(cm.bitval).astype(wd, copy=False).reshape(g, c)
+    nonbase = (words & mask[group]) != bitval[group]
+    rounds = -(-c // 32)
+    padded = np.zeros((len(idx), rounds * 32), bool)
+    padded[:, :c] = nonbase
+    per_row = padded.reshape(len(idx), rounds, 32).any(axis=2).mean(axis=1)
+    for k in range(g):
+        if (group == k).any():
+            share[k] = per_row[group == k].mean()
+    return share
+
+
+def fill_groups(cm: CompressedMatrix, max_entry_rounds: float = FILL_MAX_ENTRY_ROUNDS,
+                sample_rows: int = FILL_SAMPLE_ROWS) -> np.ndarray:
+    """uint8 ``[G]``: 1 for each row group whose rows the decode kernel writes with the base bit
+    values first and then decodes only the chunks that miss their base patterns: groups whose
+    base patterns all have no free bits, and whose sampled rows hold such chunks in at most
+    ``max_entry_rounds`` of their rounds (:func:`entry_round_share`). Where nearly every round
+    holds one, filling first only adds writes, and the rows decode faster round by round.
+    ``max_entry_rounds=1`` takes every group without free base bits."""
     g, c = int(cm.num_groups), int(cm.num_chunks)
     pattern_free = cm.patterns()[2]
     free = pattern_free[cm.column_kind_ids()].reshape(g, c)
-    return np.ascontiguousarray((free == 0).all(axis=1), np.uint8)
+    fill = (free == 0).all(axis=1)
+    if fill.any() and max_entry_rounds < 1:
+        share = entry_round_share(cm, sample_rows)
+        fill &= ~(share > max_entry_rounds)      # NaN (no sampled rows): kept
+    return np.ascontiguousarray(fill, np.uint8)
 
 
 class DeviceCompressedMatrix:
@@ -589,6 +669,9 @@ class DeviceCompressedMatrix:
             _small_to_device(a, self.device) for a in base_round_tables(cm))
         self.fill_base = bool(fill_base)
         self._fill_groups = _small_to_device(fill_groups(cm), self.device)
+        # persistent blocks: as many as the SMs hold of the kernel (False: estimated from
+        # threads and shared memory alone, ignoring registers)
+        self.grid_from_occupancy = True
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -626,7 +709,8 @@ class DeviceCompressedMatrix:
                 f"_o{self._offset_bits}")
         kernel = _kernel("ibp_decode.cu", name, self.device.index)
         warps = self.threads // 32
-        grid = _grid(self.device, b, warps, self.threads, self._smem)
+        grid = _grid(self.device, b, warps, self.threads, self._smem,
+                     kernel if self.grid_from_occupancy else None)
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
@@ -705,7 +789,7 @@ class PinnedRawMatrix:
         shift = group.bit_length() - 1
         name = f"gather_raw_v{self._vec}_i{32 if idx.dtype == torch.int32 else 64}"
         kernel = _kernel("gather_raw.cu", name, self.device.index)
-        grid = _grid(self.device, b, self.threads // group, self.threads)
+        grid = _grid(self.device, b, self.threads // group, self.threads, kernel=kernel)
         args = (_u64(self._ptr), _i64(self.num_rows), _i64(row_vecs), _ptr(idx), _ptr(pos),
                 _i64(b), _ptr(out), _i32(shift))
         _launch(kernel, self.device, grid, self.threads, args)

@@ -203,7 +203,8 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
         cm.payload, offset_lo, block_base, cm.mask, cm.bitval))
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
-    fill = gpu.fill_groups(cm) if fill_base else None
+    # every group the fill path can take, not only those it pays for
+    fill = gpu.fill_groups(cm, max_entry_rounds=1) if fill_base else None
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(fill), _p(prefix),
        _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
@@ -330,7 +331,7 @@ def test_emulated_cases_reach_filled_rows():
         for w in (16, 32, 64):
             for extended in (True, False):
                 cm = compress(MATRICES[name], chunk_bits=w, extended=extended)
-                fill = gpu.fill_groups(cm)
+                fill = gpu.fill_groups(cm, max_entry_rounds=1)
                 if fill.any():
                     seen.add("list" if cm.list_header else "bitmap")
                 if fill.any() and not fill.all():
@@ -338,7 +339,7 @@ def test_emulated_cases_reach_filled_rows():
     assert seen == {"list", "bitmap", "mixed groups"}
     x = MATRICES["list_full_rounds"]
     cm = compress(x, chunk_bits=32)
-    assert cm.list_header and gpu.fill_groups(cm).all()
+    assert cm.list_header and gpu.fill_groups(cm, max_entry_rounds=1).all()
     assert not cm.raw_flags[::16].any() and ((x[::16] != 0).sum(1) > 64).all()
 
 
@@ -363,7 +364,7 @@ def test_emulated_decode_runs_of_base_rounds(libs, extended):
         assert cm.list_header == extended and not cm.raw_flags.any()
         assert (cm.mask == np.iinfo(cm.mask.dtype).max).all() and not cm.bitval.any()
         exp = expected_bytes(cm, idx)
-        assert gpu.fill_groups(cm).all()
+        assert gpu.fill_groups(cm, max_entry_rounds=1).all()
         np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
@@ -535,10 +536,23 @@ def test_base_round_tables_are_the_offsets_of_all_base_rounds():
 
 def test_fill_groups_are_the_groups_without_free_base_bits():
     cm = compress(MATRICES["clustered"], chunk_bits=16)
-    fill = gpu.fill_groups(cm)
+    fill = gpu.fill_groups(cm, max_entry_rounds=1)
     g, c = cm.num_groups, cm.num_chunks
     masks = np.asarray(cm.mask).reshape(g, c)
     np.testing.assert_array_equal(fill, (masks == 0xFFFF).all(axis=1))
     assert fill.any() and not fill.all()
     _, round_bits = gpu.base_round_tables(cm)
     np.testing.assert_array_equal(fill, (round_bits.reshape(g, -1) == 0).all(axis=1))
+
+
+def test_fill_groups_leave_out_rows_with_entries_in_every_round():
+    """Rows missing their base patterns in nearly every round decode faster round by round."""
+    rng = np.random.default_rng(3)
+    sparse = (rng.random((400, 2000)) < 0.002).astype(np.float32)
+    dense = (rng.random((400, 64)) < 0.5).astype(np.float32)
+    for x, share_range, filled in ((sparse, (0.0, 0.2), 1), (dense, (0.99, 1.0), 0)):
+        cm = compress(x, chunk_bits=32)
+        assert cm.num_groups == 1 and gpu.fill_groups(cm, max_entry_rounds=1).all()
+        share = gpu.entry_round_share(cm)
+        assert share_range[0] <= share[0] <= share_range[1]
+        assert gpu.fill_groups(cm).tolist() == [filled]
