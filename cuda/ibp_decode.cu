@@ -202,20 +202,40 @@ __device__ __forceinline__ u64 decode_entries(const Word* stream, const Patterns
   return bitpos;
 }
 
+// Zero the n bytes at p, 16 bytes per lane and store where p allows, single bytes at the ends.
+__device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n, int lane) {
+  long long head = (long long)((16u - (unsigned)((u64)p & 15u)) & 15u);
+  if (head > n) head = n;
+  if (lane < head) p[lane] = 0;
+  const long long vecs = (n - head) >> 4;
+  uint4* v = reinterpret_cast<uint4*>(p + head);
+  const uint4 zero = {0u, 0u, 0u, 0u};
+  for (long long k = lane; k < vecs; k += 32) v[k] = zero;
+  const long long tail = head + (vecs << 4);
+  if (lane < n - tail) p[tail + lane] = 0;
+}
+
 // Decode a row whose group's base patterns have no free bits (every chunk that matches its
 // base pattern is its bit value): the row is written with the bit values, then only the
 // entries are decoded over them, 32 entries at a time for a list header, a round at a time
 // (skipping rounds without entries) for a bitmap. In sparse rows that is a few rounds of work
 // instead of one per 32 chunks.
+// With zero_fill the group's bit values are all zero (bag-of-words rows), so the row is
+// cleared with wide stores and no loads.
 template <typename Word>
 __device__ __forceinline__ void decode_filled_row(const Word* header, const Word* stream,
-                                                  const Patterns<Word>& pat, long long C,
+                                                  const Patterns<Word>& pat, bool zero_fill,
+                                                  long long C,
                                                   int group_bits, int list_header,
                                                   int count_bits, int pos_bits,
                                                   u8* __restrict__ dst, long long row_bytes,
                                                   int unit, int lane) {
-  warp_copy<Word>(pat.bitval, C, lane,
-                  [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
+  if (zero_fill) {
+    warp_zero_bytes(dst, row_bytes, lane);
+  } else {
+    warp_copy<Word>(pat.bitval, C, lane,
+                    [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
+  }
   __syncwarp();  // an entry may overwrite a chunk another lane wrote just now
   u64 bitpos = (u64)group_bits;
   if (list_header) {
@@ -295,9 +315,10 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   long long group = (long long)read_bits<Word>(stream, 0, group_bits);
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
-  if (fill_groups != nullptr && __ldg(fill_groups + group)) {
-    decode_filled_row<Word>(src, stream, pat, C, group_bits, list_header, count_bits, pos_bits,
-                            dst, row_bytes, unit, lane);
+  const int fill = fill_groups != nullptr ? (int)__ldg(fill_groups + group) : 0;
+  if (fill) {  // 1: fill with the bit values, 2: they are all zero
+    decode_filled_row<Word>(src, stream, pat, fill == 2, C, group_bits, list_header,
+                            count_bits, pos_bits, dst, row_bytes, unit, lane);
     return;
   }
   const bool fixed_rounds = base_prefix != nullptr;

@@ -159,6 +159,14 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                 "seconds": t, "logical_GBps": b * rb / t / GB,
                 "physical_GBps": comp_bytes / t / GB}
             dev.grid_from_occupancy = True
+            # groups whose bit values are all zero cleared with wide stores instead of filled
+            dev.zero_fill = True
+            spot_check(dev)
+            t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
+            rec["ibp_pinned_unsorted_zero_fill"] = {
+                "seconds": t, "logical_GBps": b * rb / t / GB,
+                "physical_GBps": comp_bytes / t / GB}
+            dev.zero_fill = False
             for key, fixed, stretch in (("no_fill", True, True),
                                         ("round_by_round", True, False),
                                         ("general_rounds", False, False)):
@@ -228,28 +236,31 @@ def _table(res: dict) -> str:
                             if "unsorted_warp_per_row_GBps" in r else "")
                          for r in res["raw_rows"])]
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
-           f"{'ibp dev':>8s} {'no fill':>8s} {'1-round':>8s} {'general':>8s} {'raw':>7s} "
+           f"{'ibp dev':>8s} {'zeroed':>8s} {'no fill':>8s} {'1-round':>8s} {'general':>8s} "
+           f"{'raw':>7s} "
            f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s}")
     lines.append(hdr)
     for d in res["datasets"]:
         if "error" in d:
             lines.append(f"{d['dataset']:32s} error: {d['error']}")
             continue
-        no_fill, general, one_round = (
+        zeroed, no_fill, general, one_round = (
             d.get(f"ibp_pinned_unsorted_{key}", {}).get("logical_GBps", float("nan"))
-            for key in ("no_fill", "general_rounds", "round_by_round"))
+            for key in ("zero_fill", "no_fill", "general_rounds", "round_by_round"))
         lines.append(
             f"{d['dataset']:32s} {d['ratio']:6.2f} "
             f"{d['ibp_pinned_unsorted']['logical_GBps']:8.1f} "
             f"{d['ibp_pinned_unsorted']['physical_GBps']:8.1f} "
             f"{d['ibp_pinned_sorted']['logical_GBps']:8.1f} "
             f"{d['ibp_device_unsorted']['logical_GBps']:8.1f} "
-            f"{no_fill:8.1f} {one_round:8.1f} {general:8.1f} "
+            f"{zeroed:8.1f} {no_fill:8.1f} {one_round:8.1f} {general:8.1f} "
             f"{d['raw_unsorted']['GBps']:7.1f} {d['raw_same_size_unsorted']['GBps']:7.1f} "
             f"{d['torch_cpu_index_select_to_cuda']['GBps']:6.2f} "
             f"{d['ibp_basic_pinned_unsorted']['physical_GBps']:6.1f} "
             f"{d['ibp_pinned_unsorted']['physical_GBps'] / d['ibp_basic_pinned_unsorted']['physical_GBps']:6.2f}")
     lines.append("GB/s = 1e9 B/s; ibp log = decoded bytes/s, phys = compressed bytes read/s; "
+                 "zeroed = ibp log with rows of all-zero bit values cleared by wide stores "
+                 "instead of filled; "
                  "no fill = ibp log without rows filled with their base bit values first; "
                  "1-round = no fill, and runs of all-base rounds decoded one round at a time; "
                  "general = no fill, and every round decoded the general way; "

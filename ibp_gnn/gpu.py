@@ -601,6 +601,17 @@ def fill_groups(cm: CompressedMatrix, max_entry_rounds: float = FILL_MAX_ENTRY_R
     return np.ascontiguousarray(fill, np.uint8)
 
 
+def fill_modes(cm: CompressedMatrix, fill: np.ndarray, *, zero_fill: bool) -> np.ndarray:
+    """The decode kernel's per-group table (uint8 ``[G]``) from :func:`fill_groups`' ``fill``:
+    0 decode round by round, 1 fill with the base bit values, 2 (only with ``zero_fill``) the
+    bit values are all zero, so the row is cleared instead."""
+    fill = np.asarray(fill, np.uint8)
+    if not zero_fill or cm.num_chunks == 0:
+        return np.ascontiguousarray(fill)
+    zero = (np.asarray(cm.bitval).reshape(int(cm.num_groups), -1) == 0).all(axis=1)
+    return np.ascontiguousarray(np.where((fill == 1) & zero, 2, fill), np.uint8)
+
+
 class DeviceCompressedMatrix:
     """A :class:`CompressedMatrix` served to one GPU: ``gather(index)`` returns decoded rows.
 
@@ -617,14 +628,16 @@ class DeviceCompressedMatrix:
     before their stores; False decodes them one round at a time (same output). ``fill_base``
     (default True): rows of a group whose base patterns have no free bits (see
     :func:`fill_groups`) are written with the base bit values and only their other chunks are
-    decoded; False decodes them round by round like the others (same output).
+    decoded; False decodes them round by round like the others (same output). ``zero_fill``
+    (default False, not yet measured on a GPU): such groups whose bit values are all zero are
+    cleared with 16-byte stores instead of copying their bit values (same output).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
-                 stretch: bool = True, fill_base: bool = True):
+                 stretch: bool = True, fill_base: bool = True, zero_fill: bool = False):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
@@ -668,7 +681,11 @@ class DeviceCompressedMatrix:
         self._base_prefix, self._round_bits = (
             _small_to_device(a, self.device) for a in base_round_tables(cm))
         self.fill_base = bool(fill_base)
-        self._fill_groups = _small_to_device(fill_groups(cm), self.device)
+        self.zero_fill = bool(zero_fill)
+        fill = fill_groups(cm)
+        self._fill_groups = _small_to_device(fill, self.device)
+        self._fill_groups_zero = _small_to_device(fill_modes(cm, fill, zero_fill=True),
+                                                  self.device)
         # persistent blocks: as many as the SMs hold of the kernel (False: estimated from
         # threads and shared memory alone, ignoring registers)
         self.grid_from_occupancy = True
@@ -714,7 +731,9 @@ class DeviceCompressedMatrix:
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
-                _ptr(self._alt_bitval), _ptr(self._fill_groups if self.fill_base else None),
+                _ptr(self._alt_bitval),
+                _ptr(None if not self.fill_base else
+                     self._fill_groups_zero if self.zero_fill else self._fill_groups),
                 _ptr(self._base_prefix if self.fixed_rounds else None),
                 _ptr(self._round_bits if self.fixed_rounds else None),
                 _i64(MAX_STRETCH_ROUNDS if self.stretch else 1),

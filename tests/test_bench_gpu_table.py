@@ -7,6 +7,7 @@ def test_table_lists_every_column():
     d = {"dataset": "normalized/cora", "ratio": 5.0, "ibp_pinned_unsorted": gbps,
          "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
          "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
+         "ibp_pinned_unsorted_zero_fill": {**gbps, "logical_GBps": 45.0},
          "ibp_pinned_unsorted_no_fill": {**gbps, "logical_GBps": 35.0},
          "ibp_pinned_unsorted_round_by_round": {**gbps, "logical_GBps": 30.0},
          "ibp_pinned_unsorted_general_rounds": {**gbps, "logical_GBps": 25.0},
@@ -19,4 +20,5 @@ def test_table_lists_every_column():
     assert "test card" in text and "error: boom" in text
     row = next(line for line in text.splitlines() if line.startswith("normalized/cora"))
     assert row.split()[-2:] == ["10.0", "0.80"]
-    assert row.split()[6:9] == ["35.0", "30.0", "25.0"]      # no fill, 1-round, general
+    # zeroed, no fill, 1-round, general
+    assert row.split()[6:10] == ["45.0", "35.0", "30.0", "25.0"]

@@ -184,7 +184,7 @@ I = ctypes.c_int
 
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
-               fixed_rounds=True, stretch=True, fill_base=True):
+               fixed_rounds=True, stretch=True, fill_base=True, zero_fill=False):
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -204,7 +204,8 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
     # every group the fill path can take, not only those it pays for
-    fill = gpu.fill_groups(cm, max_entry_rounds=1) if fill_base else None
+    fill = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1),
+                          zero_fill=zero_fill) if fill_base else None
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(fill), _p(prefix),
        _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
@@ -265,24 +266,44 @@ CASES = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow)
          for name in MATRICES]
 
 
+def _decode_case(name, w, extended):
+    cm = compress(MATRICES[name], chunk_bits=w, extended=extended)
+    n = cm.num_rows
+    rng = np.random.default_rng(1)
+    # (100 rows reach every kind of row the matrices hold; the emulator runs a few a second)
+    idx = rng.integers(0, n, size=min(3 * n, 100)).astype(np.int64)
+    idx[:5] = n - 1
+    return cm, idx, expected_bytes(cm, idx)
+
+
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("w", [16, 32, 64])
 @pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
 def test_emulated_decode_bit_exact(libs, name, w, extended):
-    x = MATRICES[name]
-    cm = compress(x, chunk_bits=w, extended=extended)
-    n = cm.num_rows
-    rng = np.random.default_rng(1)
-    idx = rng.integers(0, n, size=min(3 * n, 200)).astype(np.int64)
-    idx[:5] = n - 1
+    cm, idx, exp = _decode_case(name, w, extended)
     lib = libs["ibp_decode.cu"]
-    exp = expected_bytes(cm, idx)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
     # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+    # rows of groups whose bit values are zero cleared instead of filled
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=True), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
+
+
+# the older round-by-round paths on two quick matrices (row groups, list rounds of 32 entries)
+# by default, on all with --runslow
+OLDER_PATH_CASES = [pytest.param(name, marks=() if name in {"clustered", "list_full_rounds"}
+                                 else pytest.mark.slow) for name in MATRICES]
+
+
+@pytest.mark.parametrize("name", OLDER_PATH_CASES)
+@pytest.mark.parametrize("w", [16, 32, 64])
+@pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
+def test_emulated_decode_older_paths(libs, name, w, extended):
+    cm, idx, exp = _decode_case(name, w, extended)
+    lib = libs["ibp_decode.cu"]
     # all-base rounds one at a time
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0,
@@ -334,9 +355,11 @@ def test_emulated_cases_reach_filled_rows():
                 fill = gpu.fill_groups(cm, max_entry_rounds=1)
                 if fill.any():
                     seen.add("list" if cm.list_header else "bitmap")
+                modes = gpu.fill_modes(cm, fill, zero_fill=True)
+                seen |= {f"mode {m}" for m in modes}
                 if fill.any() and not fill.all():
                     seen.add("mixed groups")
-    assert seen == {"list", "bitmap", "mixed groups"}
+    assert seen == {"list", "bitmap", "mixed groups", "mode 0", "mode 1", "mode 2"}
     x = MATRICES["list_full_rounds"]
     cm = compress(x, chunk_bits=32)
     assert cm.list_header and gpu.fill_groups(cm, max_entry_rounds=1).all()
@@ -367,6 +390,7 @@ def test_emulated_decode_runs_of_base_rounds(libs, extended):
         assert gpu.fill_groups(cm, max_entry_rounds=1).all()
         np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=True), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False),
                                       exp)
