@@ -276,9 +276,16 @@ def _decode_case(name, w, extended):
     return cm, idx, expected_bytes(cm, idx)
 
 
-@pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("w", [16, 32, 64])
-@pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
+def over_cases(names):
+    """Parametrize a test over the matrices ``names``, every chunk width and both formats."""
+    def wrap(test):
+        test = pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])(test)
+        test = pytest.mark.parametrize("w", [16, 32, 64])(test)
+        return pytest.mark.parametrize("name", names)(test)
+    return wrap
+
+
+@over_cases(CASES)
 def test_emulated_decode_bit_exact(libs, name, w, extended):
     cm, idx, exp = _decode_case(name, w, extended)
     lib = libs["ibp_decode.cu"]
@@ -298,9 +305,7 @@ OLDER_PATH_CASES = [pytest.param(name, marks=() if name in {"clustered", "list_f
                                  else pytest.mark.slow) for name in MATRICES]
 
 
-@pytest.mark.parametrize("name", OLDER_PATH_CASES)
-@pytest.mark.parametrize("w", [16, 32, 64])
-@pytest.mark.parametrize("extended", [True, False], ids=["extended", "basic"])
+@over_cases(OLDER_PATH_CASES)
 def test_emulated_decode_older_paths(libs, name, w, extended):
     cm, idx, exp = _decode_case(name, w, extended)
     lib = libs["ibp_decode.cu"]
