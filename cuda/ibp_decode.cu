@@ -1,6 +1,8 @@
 // Fused gather + IBP decode (docs/format.md): one warp per requested row, one lane per chunk,
-// 32 chunks per round. The payload may live in pinned host memory (read zero-copy over the
-// bus through its UVA pointer) or in device memory; the same code serves both.
+// 32 chunks per round; rows of sparse groups are written with their base bit values and then
+// only their other chunks are decoded, one lane per chunk. The payload may live in pinned host
+// memory (read zero-copy over the bus through its UVA pointer) or in device memory; the same
+// code serves both.
 #include "ibp_common.cuh"
 
 #ifndef IBP_DECODE_THREADS
