@@ -64,22 +64,29 @@ template <typename T> static T __shfl_up_sync(unsigned, T v, int d) {
   T r = emu_exchange(v, emu_lane() >= d ? emu_lane() - d : emu_lane()); return r; }
 template <typename T> static T __shfl_sync(unsigned, T v, int src) { return emu_exchange(v, src); }
 template <typename T> static T __shfl_xor_sync(unsigned, T v, int d) { return emu_exchange(v, emu_lane() ^ d); }
+// every lane's value at once: one write and two barriers for a whole-warp operation
+static void emu_all_lanes(unsigned v, unsigned out[32]) {
+  emu_xchg[emu_warp()][emu_lane()] = v;
+  __syncwarp();
+  for (int l = 0; l < 32; ++l) out[l] = (unsigned)emu_xchg[emu_warp()][l];
+  __syncwarp();
+}
 static unsigned __reduce_or_sync(unsigned, unsigned v) {
-  unsigned r = 0;
-  for (int l = 0; l < 32; ++l) r |= emu_exchange<unsigned>(v, l);
+  unsigned all[32], r = 0;
+  emu_all_lanes(v, all);
+  for (int l = 0; l < 32; ++l) r |= all[l];
   return r;
 }
 static unsigned __reduce_add_sync(unsigned, unsigned v) {
-  unsigned r = 0;
-  for (int l = 0; l < 32; ++l) r += emu_exchange<unsigned>(v, l);
+  unsigned all[32], r = 0;
+  emu_all_lanes(v, all);
+  for (int l = 0; l < 32; ++l) r += all[l];
   return r;
 }
 static unsigned __ballot_sync(unsigned, int pred) {
-  unsigned b = 0;
-  for (int l = 0; l < 32; ++l) {
-    unsigned p = emu_exchange<unsigned>(pred ? 1u : 0u, l);
-    b |= p << l;
-  }
+  unsigned all[32], b = 0;
+  emu_all_lanes(pred ? 1u : 0u, all);
+  for (int l = 0; l < 32; ++l) b |= all[l] << l;
   return b;
 }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
@@ -270,8 +277,7 @@ def _decode_case(name, w, extended):
     cm = compress(MATRICES[name], chunk_bits=w, extended=extended)
     n = cm.num_rows
     rng = np.random.default_rng(1)
-    # (100 rows reach every kind of row the matrices hold; the emulator runs a few a second)
-    idx = rng.integers(0, n, size=min(3 * n, 100)).astype(np.int64)
+    idx = rng.integers(0, n, size=min(3 * n, 200)).astype(np.int64)
     idx[:5] = n - 1
     return cm, idx, expected_bytes(cm, idx)
 
@@ -299,13 +305,7 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
 
 
-# the older round-by-round paths on two quick matrices (row groups, list rounds of 32 entries)
-# by default, on all with --runslow
-OLDER_PATH_CASES = [pytest.param(name, marks=() if name in {"clustered", "list_full_rounds"}
-                                 else pytest.mark.slow) for name in MATRICES]
-
-
-@over_cases(OLDER_PATH_CASES)
+@over_cases(CASES)
 def test_emulated_decode_older_paths(libs, name, w, extended):
     cm, idx, exp = _decode_case(name, w, extended)
     lib = libs["ibp_decode.cu"]
