@@ -484,15 +484,15 @@ __device__ __forceinline__ void ibp_gather_decode(
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
       const WORD* alt_mask, const WORD* alt_bitval, const u8* fill_groups,                   \
       const u16* base_prefix, const u16* round_bits, long long max_stretch, int list_header,   \
-      int num_groups,                                                                          \
-      long long num_rows, long long C, const INDEX* index, const long long* out_pos,           \
+      int num_groups, long long num_rows, long long C, const INDEX* index,                     \
+      const long long* out_pos,                                                                \
       long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
       long long cap_words) {                                                                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
-                                        fill_groups, base_prefix, round_bits, max_stretch, list_header,     \
-                                        num_groups, num_rows, C, index, out_pos, B, out,       \
-                                        row_bytes, unit, stage_masks, cap_words);              \
+                                        fill_groups, base_prefix, round_bits, max_stretch,     \
+                                        list_header, num_groups, num_rows, C, index, out_pos,  \
+                                        B, out, row_bytes, unit, stage_masks, cap_words);      \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

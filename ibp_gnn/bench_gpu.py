@@ -131,6 +131,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     rec.update(batch=b, batch_raw_bytes=b * rb, batch_compressed_bytes=comp_bytes)
     ref = cm0.decode((idx[:4096] % n0).cpu().numpy()) if check else None  # tiles repeat rows
 
+    def rates(t: float, stored_bytes: int = comp_bytes) -> dict:
+        return {"seconds": t, "logical_GBps": b * rb / t / GB,
+                "physical_GBps": stored_bytes / t / GB}
+
     def spot_check(dev) -> None:
         if check:
             got = dev.gather(idx[:4096])
@@ -142,8 +146,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
         for sort in (False, True):
             t = _time_cuda(lambda: dev.gather(idx, sort=sort, check=False), repeats)
             key = f"ibp_{location}_{'sorted' if sort else 'unsorted'}"
-            rec[key] = {"seconds": t, "logical_GBps": b * rb / t / GB,
-                        "physical_GBps": comp_bytes / t / GB}
+            rec[key] = rates(t)
         if location == "pinned":
             # what filling rows with their base bit values gains over decoding every round;
             # without it, what decoding runs of all-base rounds together gains over one round
@@ -155,17 +158,13 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             # the grid sized without the kernel's register use (the rule before occupancy)
             dev.grid_from_occupancy = False
             t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-            rec["ibp_pinned_unsorted_grid_by_threads"] = {
-                "seconds": t, "logical_GBps": b * rb / t / GB,
-                "physical_GBps": comp_bytes / t / GB}
+            rec["ibp_pinned_unsorted_grid_by_threads"] = rates(t)
             dev.grid_from_occupancy = True
             # groups whose bit values are all zero cleared with wide stores instead of filled
             dev.zero_fill = True
             spot_check(dev)
             t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-            rec["ibp_pinned_unsorted_zero_fill"] = {
-                "seconds": t, "logical_GBps": b * rb / t / GB,
-                "physical_GBps": comp_bytes / t / GB}
+            rec["ibp_pinned_unsorted_zero_fill"] = rates(t)
             dev.zero_fill = False
             for key, fixed, stretch in (("no_fill", True, True),
                                         ("round_by_round", True, False),
@@ -173,9 +172,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                 dev.fixed_rounds, dev.stretch, dev.fill_base = fixed, stretch, False
                 spot_check(dev)
                 t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-                rec[f"ibp_pinned_unsorted_{key}"] = {
-                    "seconds": t, "logical_GBps": b * rb / t / GB,
-                    "physical_GBps": comp_bytes / t / GB}
+                rec[f"ibp_pinned_unsorted_{key}"] = rates(t)
         del dev
         gc.collect()
 
@@ -190,9 +187,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
     rec["format"] = {"header": "list" if cm.list_header else "bitmap",
                      "max_select_bits": int(cm.kind_select_bits.max(initial=0))}
-    rec["ibp_basic_pinned_unsorted"] = {"seconds": t, "logical_GBps": b * rb / t / GB,
-                                        "physical_GBps": basic_bytes / t / GB,
-                                        "host_bytes": basic.host_bytes, "ratio": basic.ratio}
+    rec["ibp_basic_pinned_unsorted"] = {**rates(t, basic_bytes), "host_bytes": basic.host_bytes,
+                                        "ratio": basic.ratio}
     del dev, basic
     gc.collect()
 

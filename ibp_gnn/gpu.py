@@ -213,11 +213,17 @@ def _cupy_stream(device: torch.device):
     return s
 
 
+def _allow_smem(kernel, smem: int) -> None:
+    """Let ``kernel`` use ``smem`` bytes of dynamic shared memory (over 48 KB needs opting in);
+    call in the kernel's device context."""
+    if smem > 48 << 10 and kernel.max_dynamic_shared_size_bytes < smem:
+        kernel.max_dynamic_shared_size_bytes = smem
+
+
 def _launch(kernel, device: torch.device, grid: int, block: int, args: tuple, smem: int = 0):
     cp = _cupy()
     with cp.cuda.Device(device.index), _cupy_stream(device):
-        if smem > 48 << 10 and kernel.max_dynamic_shared_size_bytes < smem:
-            kernel.max_dynamic_shared_size_bytes = smem
+        _allow_smem(kernel, smem)
         kernel((int(grid),), (int(block),), args, shared_mem=int(smem))
 
 
@@ -262,8 +268,7 @@ def _blocks_per_sm(kernel, device: torch.device, threads: int, smem: int) -> int
             try:
                 cp = _cupy()
                 with cp.cuda.Device(device.index):
-                    if smem > 48 << 10 and kernel.max_dynamic_shared_size_bytes < smem:
-                        kernel.max_dynamic_shared_size_bytes = smem
+                    _allow_smem(kernel, smem)
                     got = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
                         kernel.kernel.ptr, threads, smem)
                 if got > 0:
@@ -564,10 +569,8 @@ def entry_round_share(cm: CompressedMatrix, sample_rows: int = FILL_SAMPLE_ROWS,
     rows[:, :cm.row_bytes] = cm.decode(idx).reshape(len(idx), -1).view(torch.uint8).numpy()
     words = rows.view(wd)
     if g > 1:
-        header = 0 if cm.list_header else -(-c // w)
-        group_bits = (g - 1).bit_length()
-        first = np.asarray(cm.payload)[start + header].astype(np.uint64)
-        group = (first >> np.uint64(w - group_bits)).astype(np.int64)
+        first = np.asarray(cm.payload)[start + cm.header_words].astype(np.uint64)
+        group = (first >> np.uint64(w - cm.group_bits)).astype(np.int64)
     else:
         group = np.zeros(len(idx), np.int64)
     mask = np.asarray(cm.mask).astype(wd, copy=False).reshape(g, c)
