@@ -48,8 +48,9 @@ stage() { echo; echo "== $1 (t=$((SECONDS - start)) s)"; }
 warm_pids=()
 if has tests || has bench || has train || has pca || has loader || has profile; then
     # the codec's numba kernels compile per chunk width (tens of seconds each on a slow core):
-    # all widths at once in the background, while the kernel compile check runs
-    for w in 16 32 64 auto; do $PY scripts/warm_codec.py "$w" & warm_pids+=($!); done
+    # all widths at once in the background, while the kernel compile check runs ("auto" finds
+    # every kernel compiled once these three are)
+    for w in 16 32 64; do $PY scripts/warm_codec.py "$w" & warm_pids+=($!); done
 fi
 
 if has facts; then
@@ -82,12 +83,12 @@ if has tests; then
     export IBP_GNN_TEST_TIMES=1    # a line per test as it finishes
     # a test that hangs is stopped with every thread's stack printed (pytest-timeout, if present)
     per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90 --timeout-method=thread")
-    # four processes when pytest-xdist is there (the tests' CPU reference work is most of their
-    # time); else one, the few store/loader/sampler tests first
-    workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 4")
+    # one process, the few store/loader/sampler tests first: in four pytest-xdist processes
+    # sharing the device, the same small tests each took about 45 times as long as in one
+    # process (device-check-nvidia-h200-20261127-fill.log against ...-20261127.log)
     gpu_tests=${GPU_TESTS:-tests/test_pyg_stores.py tests/test_pyg_loader.py tests/test_sampler.py tests/test_gpu.py}
     timeout 200 $PY -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider --durations=8 $per_test \
-        $workers $gpu_tests || status=1
+        $gpu_tests || status=1
     collect
 fi
 

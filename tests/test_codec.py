@@ -214,6 +214,45 @@ def test_read_only_and_non_contiguous_input():
     assert_bits_equal(compress(t).decode(), t.contiguous())
 
 
+
+def test_kernels_see_one_argument_layout_per_element_type(monkeypatch):
+    """Every input form reaches each numba kernel with the same array layouts and flags for the
+    same element types: any other would be one more compile of the kernel, which costs tens
+    of seconds."""
+    from numba import typeof
+    from numba.core.registry import CPUDispatcher
+
+    seen = collections.defaultdict(set)
+
+    def recording(name, kernel):
+        def call(*args):
+            seen[name].add(tuple(typeof(a) for a in args))
+            return kernel(*args)
+        return call
+
+    for name, kernel in list(vars(_kernels).items()):
+        if isinstance(kernel, CPUDispatcher):
+            monkeypatch.setattr(_kernels, name, recording(name, kernel))
+    rng = np.random.default_rng(0)
+    dense = make_matrix("float32", (250, 5), "specials", 0)
+    sparse = (rng.random((200, 300)) < 0.03).astype(np.float32)
+    read_only = sparse.copy()
+    read_only.flags.writeable = False
+    inputs = [torch.from_numpy(rng.random((300, 1)) < 0.1),     # one chunk: one varying column
+              dense, dense.numpy(), np.asfortranarray(dense.numpy()), dense[:, ::2], dense.t(),
+              sparse, read_only, sparse[::3, 7:]]
+    for w in (16, 32, 64):
+        for x in inputs:
+            for extended in (True, False):
+                cm = compress(x, chunk_bits=w, extended=extended)
+                cm.decode(rng.integers(0, cm.num_rows, 50).astype(np.int32))
+                cm.decode(list(range(cm.num_rows)))
+    assert seen
+    for name, signatures in seen.items():
+        by_types = collections.Counter(tuple(str(getattr(t, "dtype", t)) for t in s)
+                                       for s in signatures)
+        assert max(by_types.values()) == 1, (name, sorted(map(str, signatures)))
+
 def test_allocator_receives_the_payload():
     seen = []
 

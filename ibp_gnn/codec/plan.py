@@ -451,8 +451,11 @@ def group_extended_plans(columns: np.ndarray, num_chunks: int, counts: np.ndarra
     rest_cost = np.empty((len(ts), num_varying, levels), np.int64)
     rest_count = np.empty((len(ts), num_varying), np.int64)
     base_cost = np.empty((len(ts), num_varying), np.int64)
+    # C-ordered copies: a column pick is Fortran-ordered, or C-ordered when one column varies,
+    # and each layout would be another compile of the kernel
     _kernels.column_alternatives(columns, members, np.asarray(row_start, np.int64), c, w,
-                                 base_masks[:, varying], base_bitvals[:, varying], varying,
+                                 np.ascontiguousarray(base_masks[:, varying]),
+                                 np.ascontiguousarray(base_bitvals[:, varying]), varying,
                                  np.asarray(GROUP_THRESHOLDS, np.float64), SPLIT_SAMPLE,
                                  alt_m, alt_b, rest_cost, rest_count, base_cost)
     pos_bits = max(1, (c - 1).bit_length())
