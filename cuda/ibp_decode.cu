@@ -9,6 +9,15 @@
 #define IBP_DECODE_THREADS 512
 #endif
 
+// With IBP_DECODE_MIN_BLOCKS the compiler fits that many blocks of IBP_DECODE_THREADS on an SM
+// at once, capping the registers per thread (spilling if it must): more warps in flight to
+// hide the latency of the payload's reads, against more work per warp.
+#ifdef IBP_DECODE_MIN_BLOCKS
+#define IBP_DECODE_BOUNDS __launch_bounds__(IBP_DECODE_THREADS, IBP_DECODE_MIN_BLOCKS)
+#else
+#define IBP_DECODE_BOUNDS __launch_bounds__(IBP_DECODE_THREADS)
+#endif
+
 #define IBP_COPY_UNROLL 8
 
 #ifndef IBP_BASE_UNROLL
@@ -479,7 +488,7 @@ __device__ __forceinline__ void ibp_gather_decode(
 }
 
 #define IBP_DECODE_KERNEL(NAME, WORD, INDEX, OFF)                                              \
-  extern "C" __global__ void __launch_bounds__(IBP_DECODE_THREADS) NAME(                       \
+  extern "C" __global__ void IBP_DECODE_BOUNDS NAME(                                           \
       const WORD* payload, const OFF* offset_lo, const u64* block_base, int offset_shift,      \
       const WORD* mask, const WORD* bitval, const u8* sel, const unsigned* alt_base,          \
       const WORD* alt_mask, const WORD* alt_bitval, const u8* fill_groups,                   \

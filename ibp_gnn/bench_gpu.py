@@ -31,6 +31,9 @@ from .codec import CompressedMatrix, compress, tile_rows
 from .datasets import data_root
 
 GB = 1e9
+#: Blocks of ``gpu.DECODE_THREADS`` per SM the register-capped decode variant asks for (at
+#: the compiler's choice of registers four fit).
+CAPPED_BLOCKS_PER_SM = 5
 
 
 def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
@@ -103,6 +106,19 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
     return out
 
 
+def decode_kernel_resources() -> dict:
+    """Registers and local (spill) bytes per thread of a decode kernel (32-bit chunks, int64
+    indices) as loaded on the current device: at the compiler's choice and capped for
+    ``CAPPED_BLOCKS_PER_SM`` blocks per SM."""
+    out = {}
+    for blocks in (None, CAPPED_BLOCKS_PER_SM):
+        k = gpu._kernel("ibp_decode.cu", "ibp_decode_w32_i64_o32", torch.cuda.current_device(),
+                        gpu.decode_defines(gpu.DECODE_THREADS, blocks))
+        key = "default" if blocks is None else f"blocks_per_sm{blocks}"
+        out[key] = {"num_regs": int(k.num_regs), "local_size_bytes": int(k.local_size_bytes)}
+    return out
+
+
 def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMatrix:
     """``cm`` with its rows repeated ``reps`` times (see :func:`ibp_gnn.codec.tile_rows`)."""
     return tile_rows(cm, cm.num_rows * reps, allocator=allocator)
@@ -155,11 +171,12 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             rec["fill_eligible_groups"] = int(gpu.fill_groups(cm, max_entry_rounds=1).sum())
             rec["entry_round_share"] = [None if v != v else float(v)
                                         for v in gpu.entry_round_share(cm0)]
-            # the grid sized without the kernel's register use (the rule before occupancy)
-            dev.grid_from_occupancy = False
+            # the decode kernel with its registers capped so that more blocks share an SM
+            dev.blocks_per_sm = CAPPED_BLOCKS_PER_SM
+            spot_check(dev)
             t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-            rec["ibp_pinned_unsorted_grid_by_threads"] = rates(t)
-            dev.grid_from_occupancy = True
+            rec[f"ibp_pinned_unsorted_blocks_per_sm{CAPPED_BLOCKS_PER_SM}"] = rates(t)
+            dev.blocks_per_sm = None
             # groups whose bit values are all zero cleared with wide stores instead of filled
             dev.zero_fill = True
             spot_check(dev)
@@ -231,8 +248,14 @@ def _table(res: dict) -> str:
                          + (f"/{r['unsorted_warp_per_row_GBps']:.1f}"
                             if "unsorted_warp_per_row_GBps" in r else "")
                          for r in res["raw_rows"])]
+    if "decode_kernels" in res:
+        lines.append("decode kernel registers / local bytes per thread: " + ", ".join(
+            f"{k} {v['num_regs']} / {v['local_size_bytes']}"
+            for k, v in res["decode_kernels"].items()))
+    capped = f"{CAPPED_BLOCKS_PER_SM} blk/SM"
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
-           f"{'ibp dev':>8s} {'zeroed':>8s} {'no fill':>8s} {'1-round':>8s} {'general':>8s} "
+           f"{'ibp dev':>8s} {'zeroed':>8s} {capped:>8s} {'no fill':>8s} {'1-round':>8s} "
+           f"{'general':>8s} "
            f"{'raw':>7s} "
            f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s}")
     lines.append(hdr)
@@ -240,16 +263,17 @@ def _table(res: dict) -> str:
         if "error" in d:
             lines.append(f"{d['dataset']:32s} error: {d['error']}")
             continue
-        zeroed, no_fill, general, one_round = (
+        zeroed, capped_log, no_fill, general, one_round = (
             d.get(f"ibp_pinned_unsorted_{key}", {}).get("logical_GBps", float("nan"))
-            for key in ("zero_fill", "no_fill", "general_rounds", "round_by_round"))
+            for key in ("zero_fill", f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "no_fill",
+                        "general_rounds", "round_by_round"))
         lines.append(
             f"{d['dataset']:32s} {d['ratio']:6.2f} "
             f"{d['ibp_pinned_unsorted']['logical_GBps']:8.1f} "
             f"{d['ibp_pinned_unsorted']['physical_GBps']:8.1f} "
             f"{d['ibp_pinned_sorted']['logical_GBps']:8.1f} "
             f"{d['ibp_device_unsorted']['logical_GBps']:8.1f} "
-            f"{zeroed:8.1f} {no_fill:8.1f} {one_round:8.1f} {general:8.1f} "
+            f"{zeroed:8.1f} {capped_log:8.1f} {no_fill:8.1f} {one_round:8.1f} {general:8.1f} "
             f"{d['raw_unsorted']['GBps']:7.1f} {d['raw_same_size_unsorted']['GBps']:7.1f} "
             f"{d['torch_cpu_index_select_to_cuda']['GBps']:6.2f} "
             f"{d['ibp_basic_pinned_unsorted']['physical_GBps']:6.1f} "
@@ -257,6 +281,8 @@ def _table(res: dict) -> str:
     lines.append("GB/s = 1e9 B/s; ibp log = decoded bytes/s, phys = compressed bytes read/s; "
                  "zeroed = ibp log with rows of all-zero bit values cleared by wide stores "
                  "instead of filled; "
+                 f"{capped} = ibp log with the decode kernel's registers capped so that "
+                 f"{CAPPED_BLOCKS_PER_SM} blocks share an SM; "
                  "no fill = ibp log without rows filled with their base bit values first; "
                  "1-round = no fill, and runs of all-base rounds decoded one round at a time; "
                  "general = no fill, and every round decoded the general way; "
@@ -317,6 +343,8 @@ def main(argv=None) -> int:
 
     res["link"] = link_roof(int(args.link_bytes), args.repeats)
     print(f"link: h2d {res['link']['h2d_GBps']:.1f} GB/s", flush=True)
+    res["decode_kernels"] = decode_kernel_resources()
+    print(f"decode kernel resources: {res['decode_kernels']}", flush=True)
     sizes = [int(s) for s in args.row_sizes.split(",") if s]
     res["raw_rows"] = raw_rows(sizes, int(args.pool_bytes), int(args.batch_bytes), args.repeats,
                                args.min_batch_rows)

@@ -101,25 +101,40 @@ def _cupy():
     return cupy
 
 
-def _module(name: str):
-    """One RawModule per source file per process (compiled for the device at first use)."""
+def _module(name: str, defines: tuple = ()):
+    """One RawModule per source file and set of ``(macro, value)`` settings per process
+    (compiled for the device at first use)."""
+    key = (name, defines)
     with _modules_lock:
-        mod = _modules.get(name)
+        mod = _modules.get(key)
         if mod is None:
             cp = _cupy()
-            mod = cp.RawModule(code=load_source(cuda_dir() / name), options=NVRTC_OPTIONS)
-            _modules[name] = mod
+            options = NVRTC_OPTIONS + tuple(f"-D{k}={v}" for k, v in defines)
+            mod = cp.RawModule(code=load_source(cuda_dir() / name), options=options)
+            _modules[key] = mod
         return mod
 
 
-def load_kernels() -> None:
+def decode_defines(threads: int, blocks_per_sm: Optional[int]) -> tuple:
+    """The ``(macro, value)`` settings ibp_decode.cu is compiled with for
+    ``DeviceCompressedMatrix(threads=threads, blocks_per_sm=blocks_per_sm)``."""
+    if blocks_per_sm is None:
+        return ()
+    return (("IBP_DECODE_THREADS", int(threads)), ("IBP_DECODE_MIN_BLOCKS", int(blocks_per_sm)))
+
+
+def load_kernels(decode_blocks_per_sm: Sequence[int] = ()) -> None:
     """Compile every kernel source for the current device now (CuPy keeps the result in its
-    on-disk kernel cache, so later processes load it instead of compiling at first use).
-    Modules this process already holds are left as they are."""
-    for f in kernel_sources():
+    on-disk kernel cache, so later processes load it instead of compiling at first use), and
+    the decode kernels for each ``DeviceCompressedMatrix(blocks_per_sm=n)`` of
+    ``decode_blocks_per_sm`` at the default ``threads``. Modules this process already holds
+    are left as they are."""
+    jobs = [(f.name, ()) for f in kernel_sources()]
+    jobs += [("ibp_decode.cu", decode_defines(DECODE_THREADS, n)) for n in decode_blocks_per_sm]
+    for name, defines in jobs:
         with _modules_lock:
-            fresh = f.name not in _modules
-        module = _module(f.name)
+            fresh = (name, defines) not in _modules
+        module = _module(name, defines)
         if fresh:
             module.compile()
 
@@ -127,13 +142,13 @@ def load_kernels() -> None:
 _kernels: dict = {}
 
 
-def _kernel(file: str, name: str, device_index: int):
-    key = (file, name, device_index)
+def _kernel(file: str, name: str, device_index: int, defines: tuple = ()):
+    key = (file, name, device_index, defines)
     k = _kernels.get(key)
     if k is None:
         cp = _cupy()
         with cp.cuda.Device(device_index):
-            k = _module(file).get_function(name)
+            k = _module(file, defines).get_function(name)
         _kernels[key] = k
     return k
 
@@ -634,19 +649,33 @@ class DeviceCompressedMatrix:
     decoded; False decodes them round by round like the others (same output). ``zero_fill``
     (default False, not yet measured on a GPU): such groups whose bit values are all zero are
     cleared with 16-byte stores instead of copying their bit values (same output).
+    ``blocks_per_sm`` (default None: the compiler's choice; not yet measured on a GPU): the
+    decode kernel is compiled so that this many blocks of ``threads`` fit on an SM at once, the
+    compiler capping its registers per thread to fit (spilling if it must): more warps in
+    flight to hide the latency of the payload's reads. Each value is one more compile of the
+    decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
-                 stretch: bool = True, fill_base: bool = True, zero_fill: bool = False):
+                 stretch: bool = True, fill_base: bool = True, zero_fill: bool = False,
+                 blocks_per_sm: Optional[int] = None):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
             raise ValueError("threads must be a multiple of 32 in [32, 512]")
         self.cm = cm
         self.device = _resolve_device(device)
+        if blocks_per_sm is not None:
+            most = _device_props(self.device)["threads_per_sm"] // threads
+            if (isinstance(blocks_per_sm, bool) or not isinstance(blocks_per_sm, (int, np.integer))
+                    or not 1 <= blocks_per_sm <= most):
+                raise ValueError(f"blocks_per_sm must be None or an int in [1, {most}] (blocks "
+                                 f"of {threads} threads an SM holds), got {blocks_per_sm!r}")
+            blocks_per_sm = int(blocks_per_sm)
+        self.blocks_per_sm = blocks_per_sm
         self.location = location
         self.sort_indices = sort_indices
         self.threads = threads
@@ -727,7 +756,8 @@ class DeviceCompressedMatrix:
         b = idx.numel()
         name = (f"ibp_decode_w{self.chunk_bits}_i{32 if idx.dtype == torch.int32 else 64}"
                 f"_o{self._offset_bits}")
-        kernel = _kernel("ibp_decode.cu", name, self.device.index)
+        kernel = _kernel("ibp_decode.cu", name, self.device.index,
+                         decode_defines(self.threads, self.blocks_per_sm))
         warps = self.threads // 32
         grid = _grid(self.device, b, warps, self.threads, self._smem,
                      kernel if self.grid_from_occupancy else None)

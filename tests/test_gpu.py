@@ -10,6 +10,7 @@ import torch
 
 from ibp_gnn import compress
 from ibp_gnn import gpu
+from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as CAPPED   # compiled by the device check
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpu.is_available(), reason="needs a CUDA device + CuPy")]
@@ -116,7 +117,7 @@ def test_row_widths(shape, dtype, w):
     cm = compress(x, chunk_bits=w)
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
-               {"zero_fill": True}, {"fill_base": False},
+               {"zero_fill": True}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
                {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False},
                {"fixed_rounds": False, "warp_buffer_bytes": 0, "fill_base": False},
@@ -137,7 +138,7 @@ def test_datasets_bit_exact(path, w):
         dev = gpu.DeviceCompressedMatrix(cm, DEV, location)
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
         assert_bit_exact(dev.gather(idx.to(torch.int32), sort=True), cm, idx)
-    for kw in ({"zero_fill": True}, {"fill_base": False},
+    for kw in ({"zero_fill": True}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
                {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False}):
         other = gpu.DeviceCompressedMatrix(cm, DEV, **kw)
@@ -174,6 +175,15 @@ def test_bad_index_types():
     assert_bit_exact(dev.gather(torch.tensor([1, 2], dtype=torch.int16)), cm, [1, 2])
     assert_bit_exact(dev.gather(np.array([3, 4], np.uint32)), cm, [3, 4])
 
+
+
+def test_bad_blocks_per_sm():
+    cm = compress(make(torch.float32, (10, 4)), chunk_bits=32)
+    for bad in (0, -1, 2.0, True, "5", 2048 // 256 + 1):
+        with pytest.raises(ValueError, match="blocks_per_sm"):
+            gpu.DeviceCompressedMatrix(cm, DEV, blocks_per_sm=bad)
+    with pytest.raises(ValueError, match="blocks_per_sm"):
+        gpu.DeviceCompressedMatrix(cm, DEV, threads=512, blocks_per_sm=5)
 
 def test_unchecked_bad_index_is_zero_and_safe():
     cm = compress(make(torch.float32, (50, 8)), chunk_bits=32)

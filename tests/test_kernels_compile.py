@@ -46,6 +46,41 @@ def test_entry_points_exported(source):
         assert f".entry {k}(" in ptx, k
 
 
+
+def test_register_capped_decode_compiles():
+    # DeviceCompressedMatrix(blocks_per_sm=n) compiles the decode kernels with these settings
+    src = gpu.load_source(gpu.cuda_dir() / "ibp_decode.cu")
+    prog = nvrtc.createProgram(src, "ibp_decode.cu", [], [])
+    defines = [f"-D{k}={v}" for k, v in gpu.decode_defines(gpu.DECODE_THREADS, 5)]
+    assert len(defines) == 2
+    nvrtc.compileProgram(prog, ["--gpu-architecture=sm_90", *gpu.NVRTC_OPTIONS, *defines])
+    assert nvrtc.getCUBIN(prog)
+
+
+def test_load_kernels_compiles_each_variant_once(monkeypatch):
+    compiled = []
+
+    class FakeModule:
+        def __init__(self, code, options):
+            self.options = options
+
+        def compile(self):
+            compiled.append(self.options)
+
+    class FakeCupy:
+        RawModule = FakeModule
+
+    monkeypatch.setattr(gpu, "_cupy", lambda: FakeCupy)
+    monkeypatch.setattr(gpu, "_modules", {})
+    gpu.load_kernels(decode_blocks_per_sm=(5,))
+    gpu.load_kernels(decode_blocks_per_sm=(5,))      # held already: not compiled again
+    base = tuple(gpu.NVRTC_OPTIONS)
+    assert compiled.count(base) == len(gpu.kernel_sources())
+    capped = base + (f"-DIBP_DECODE_THREADS={gpu.DECODE_THREADS}", "-DIBP_DECODE_MIN_BLOCKS=5")
+    assert compiled.count(capped) == 1 and len(compiled) == len(gpu.kernel_sources()) + 1
+    assert gpu._module("ibp_decode.cu", gpu.decode_defines(gpu.DECODE_THREADS, 5)).options == capped
+    assert gpu.decode_defines(gpu.DECODE_THREADS, None) == ()
+
 def test_cuda_dir_override(tmp_path, monkeypatch):
     (tmp_path / "bad.cu").write_text('extern "C" __global__ void k() { this is not C++; }')
     monkeypatch.setenv(gpu.ENV_CUDA_DIR, str(tmp_path))

@@ -36,7 +36,7 @@ SHIM = r"""
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__
 #define __CUDA_ARCH__ 900  /* the code paths of the GPUs the kernels are compiled for */
 struct emu_dim3 { unsigned x, y, z; };
