@@ -20,17 +20,26 @@ DATASETS = sorted(DATA.glob("normalized/*.npz")) + sorted(DATA.glob("derived/*.n
 DEV = "cuda"
 
 
-def as_bytes(t: torch.Tensor) -> np.ndarray:
-    """Bit pattern of a tensor (NaN-safe comparison), [B, row_bytes] uint8."""
-    t = t.detach().cpu().contiguous()
+def byte_view(t: torch.Tensor) -> torch.Tensor:
+    """Bit pattern of a tensor (NaN-safe comparison), [B, row_bytes] uint8 on its device."""
+    t = t.detach().contiguous()
     b = t.shape[0] if t.dim() else 1
-    return t.view(torch.uint8).reshape(b, -1).numpy() if t.numel() else np.zeros((b, 0), np.uint8)
+    if not t.numel():
+        return t.new_zeros((b, 0), dtype=torch.uint8)
+    return t.view(torch.uint8).reshape(b, -1)
+
+
+def as_bytes(t: torch.Tensor) -> np.ndarray:
+    return byte_view(t).cpu().numpy()
 
 
 def assert_bit_exact(got: torch.Tensor, cm, idx):
     ref = cm.decode(np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, np.int64))
     assert got.is_cuda and got.dtype == ref.dtype and tuple(got.shape) == tuple(ref.shape)
-    np.testing.assert_array_equal(as_bytes(got), as_bytes(ref))
+    # compared on the device (a batch can be hundreds of MB); numpy only reports a mismatch
+    if not torch.equal(byte_view(got), byte_view(ref).to(got.device)):
+        np.testing.assert_array_equal(as_bytes(got), as_bytes(ref))
+        raise AssertionError("the bit patterns differ")
 
 
 def special_floats(rng, shape, dtype):
