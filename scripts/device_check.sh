@@ -47,10 +47,10 @@ stage() { echo; echo "== $1 (t=$((SECONDS - start)) s)"; }
 
 warm_pids=()
 if has tests || has bench || has train || has pca || has loader || has profile; then
-    # the codec's numba kernels compile per chunk width (tens of seconds each on a slow core):
-    # all widths at once in the background, while the kernel compile check runs ("auto" finds
-    # every kernel compiled once these three are)
-    for w in 16 32 64; do $PY scripts/warm_codec.py "$w" & warm_pids+=($!); done
+    # the codec's numba kernels (tens of seconds each on a slow core) compile in the
+    # background while the kernel compile check runs: the extended planner's in one job, each
+    # chunk width's in another (see scripts/warm_codec.py)
+    for job in planner 16 32 64; do $PY scripts/warm_codec.py "$job" & warm_pids+=($!); done
 fi
 
 if has facts; then

@@ -1,10 +1,18 @@
-"""Compile the codec's numba kernels for one chunk width into numba's on-disk cache.
+"""Compile the codec's numba kernels into numba's on-disk cache.
 
-The kernels are compiled per word type at first use, which costs tens of seconds per width on
-a slow core. scripts/device_check.sh runs one of these per width in parallel before the GPU
-tests, so the tests and benchmarks that follow load the compiled kernels instead.
+The kernels are compiled at first use, which costs tens of seconds each on a slow core.
+scripts/device_check.sh runs these jobs in parallel before the GPU tests, so the tests and
+benchmarks that follow load the compiled kernels instead:
 
-Usage: python scripts/warm_codec.py {16,32,64,auto}
+- ``planner``: the extended planner's kernels (alternative patterns, row groups), which are
+  the same for every chunk width;
+- ``16``, ``32``, ``64``: the encoder, the decoder and the basic planner for one width, then
+  the extended format for it. The basic format comes first: by the time these jobs reach
+  the extended planner, the ``planner`` job has compiled it and they load it instead.
+
+"auto" would find nothing more to compile: its kernels are those of the three widths.
+
+Usage: python scripts/warm_codec.py {planner,16,32,64}
 """
 import sys
 import time
@@ -12,11 +20,11 @@ import time
 import numpy as np
 
 from ibp_gnn import compress
+from ibp_gnn.codec.dtypes import as_byte_rows, itemsize
+from ibp_gnn.codec.plan import plan_rows
 
 
-def main(width: str) -> None:
-    t0 = time.perf_counter()
-    chunk_bits = width if width == "auto" else int(width)
+def matrices() -> list:
     rng = np.random.default_rng(0)
     sparse = (rng.random((2000, 300)) < 0.05).astype(np.float32)   # list headers
     dense = rng.standard_normal((2000, 40)).astype(np.float32)     # bitmap headers, free bits
@@ -24,13 +32,25 @@ def main(width: str) -> None:
     # rows of 37, 74 and 116 bytes: the decoder writes 1-, 2- and 4-byte units
     odd = [(rng.random((2000, 37)) < 0.2).astype(np.int8), dense[:, :37].astype(np.int16),
            dense[:, :29]]
-    index = rng.integers(0, 2000, 500)
-    for x in (sparse, dense, mixed, *odd):
-        for extended in (True, False):
-            cm = compress(x, chunk_bits=chunk_bits, extended=extended)
-            cm.decode(index)
-    print(f"codec kernels for chunk_bits={width}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return [sparse, dense, mixed, *odd]
+
+
+def main(job: str) -> None:
+    t0 = time.perf_counter()
+    if job == "planner":
+        for x in matrices():
+            byte_rows, name, _ = as_byte_rows(x)    # the planner's input, as compress makes it
+            plan_rows(byte_rows, chunk_bits=32, element_bytes=itemsize(name))
+    else:
+        chunk_bits = int(job)
+        index = np.random.default_rng(1).integers(0, 2000, 500)
+        for extended in (False, True):
+            for x in matrices():
+                compress(x, chunk_bits=chunk_bits, extended=extended).decode(index)
+    print(f"codec kernels, {job}: {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "auto")
+    if len(sys.argv) != 2 or sys.argv[1] not in ("planner", "16", "32", "64"):
+        sys.exit(__doc__)
+    main(sys.argv[1])
