@@ -4,8 +4,8 @@ The kernels are compiled at first use, which costs tens of seconds each on a slo
 scripts/device_check.sh runs these jobs in parallel before the GPU tests, so the tests and
 benchmarks that follow load the compiled kernels instead:
 
-- ``planner``: the extended planner's kernels (alternative patterns, row groups), which are
-  the same for every chunk width;
+- ``planner``: the extended planner's kernels (alternative patterns, row groups, bit counts),
+  which are the same for every chunk width;
 - ``16``, ``32``, ``64``: the encoder, the decoder and the basic planner for one width, then
   the extended format for it. The basic format comes first: by the time these jobs reach
   the extended planner, the ``planner`` job has compiled it and they load it instead.
@@ -21,7 +21,7 @@ import numpy as np
 
 from ibp_gnn import compress
 from ibp_gnn.codec.dtypes import as_byte_rows, itemsize
-from ibp_gnn.codec.plan import plan_rows
+from ibp_gnn.codec.plan import DIRECT_COUNT_ROWS, bit_counts, plan_rows
 
 
 def matrices() -> list:
@@ -41,6 +41,9 @@ def main(job: str) -> None:
         for x in matrices():
             byte_rows, name, _ = as_byte_rows(x)    # the planner's input, as compress makes it
             plan_rows(byte_rows, chunk_bits=32, element_bytes=itemsize(name))
+        # bit counts of more rows than are counted directly: through a byte histogram
+        tall = np.random.default_rng(2).random((DIRECT_COUNT_ROWS + 1, 16)) < 0.1
+        bit_counts(as_byte_rows(tall.astype(np.float32))[0])
     else:
         chunk_bits = int(job)
         index = np.random.default_rng(1).integers(0, 2000, 500)
