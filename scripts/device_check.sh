@@ -142,14 +142,16 @@ if has profile; then
         status=1
     else
         sets=("$data"/normalized/{coauthor_cs,amazon_computers,cora_ml}.npz)
-        cmd=("$ncu_bin" --clock-control none -k regex:ibp_decode --launch-count 6
+        # each with the default kernel and the benchmark's register-capped one
+        capped=$($PY -c "from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as n; print(n)")
+        cmd=("$ncu_bin" --clock-control none -k regex:ibp_decode --launch-count 12
              --section SpeedOfLight --section LaunchStats --section Occupancy
              --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis
-             $PY scripts/profile_decode.py "${sets[@]}")
+             $PY scripts/profile_decode.py --blocks-per-sm "$capped" "${sets[@]}")
         { echo "# $card $(date -u +%FT%TZ): \$ ${cmd[*]}"; timeout 150 "${cmd[@]}"; } \
             > "$profile_txt" 2>&1 || status=1
         grep -E "^launch|ibp_decode|Duration|Throughput|Warp Cycles Per Issued|Achieved Occupancy|Stall" \
-            "$profile_txt" | head -n 80
+            "$profile_txt" | head -n 160
     fi
     collect
 fi
