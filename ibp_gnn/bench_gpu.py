@@ -171,25 +171,23 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             rec["fill_eligible_groups"] = int(gpu.fill_groups(cm, max_entry_rounds=1).sum())
             rec["entry_round_share"] = [None if v != v else float(v)
                                         for v in gpu.entry_round_share(cm0)]
-            # the decode kernel with its registers capped so that more blocks share an SM
-            dev.blocks_per_sm = CAPPED_BLOCKS_PER_SM
-            spot_check(dev)
-            t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-            rec[f"ibp_pinned_unsorted_blocks_per_sm{CAPPED_BLOCKS_PER_SM}"] = rates(t)
-            dev.blocks_per_sm = None
-            # groups whose bit values are all zero cleared with wide stores instead of filled
-            dev.zero_fill = True
-            spot_check(dev)
-            t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
-            rec["ibp_pinned_unsorted_zero_fill"] = rates(t)
-            dev.zero_fill = False
-            for key, fixed, stretch in (("no_fill", True, True),
-                                        ("round_by_round", True, False),
-                                        ("general_rounds", False, False)):
-                dev.fixed_rounds, dev.stretch, dev.fill_base = fixed, stretch, False
+            variants = (
+                # the decode kernel with its registers capped so that more blocks share an SM
+                (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", {"blocks_per_sm": CAPPED_BLOCKS_PER_SM}),
+                # groups whose bit values are all zero cleared with wide stores, not filled
+                ("zero_fill", {"zero_fill": True}),
+                ("no_fill", {"fill_base": False}),
+                ("round_by_round", {"fill_base": False, "stretch": False}),
+                ("general_rounds", {"fill_base": False, "stretch": False, "fixed_rounds": False}))
+            for key, settings in variants:
+                default = {name: getattr(dev, name) for name in settings}
+                for name, value in settings.items():
+                    setattr(dev, name, value)
                 spot_check(dev)
                 t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
                 rec[f"ibp_pinned_unsorted_{key}"] = rates(t)
+                for name, value in default.items():
+                    setattr(dev, name, value)
         del dev
         gc.collect()
 

@@ -543,15 +543,20 @@ def column_alternatives(cm: CompressedMatrix):
             np.ascontiguousarray(cm.alt_bitvals.astype(wd)))
 
 
+def _base_free_bits(cm: CompressedMatrix) -> np.ndarray:
+    """Free bits of each row group's base pattern of each chunk, int64 ``[G, C]``."""
+    pattern_free = cm.patterns()[2]      # patterns [0, K) are the kinds' base patterns
+    return pattern_free[cm.column_kind_ids()].reshape(int(cm.num_groups), int(cm.num_chunks))
+
+
 def base_round_tables(cm: CompressedMatrix) -> tuple[np.ndarray, np.ndarray]:
     """The decode kernel's tables for rounds whose 32 chunks all match their base patterns:
     per row group and chunk, the chunk's offset among the round's free bits (uint16 ``[G * C]``)
     and per row group and round, the round's free bits (uint16 ``[G * ceil(C / 32)]``)."""
     g, c = int(cm.num_groups), int(cm.num_chunks)
     rounds = -(-c // 32)
-    pattern_free = cm.patterns()[2]      # patterns [0, K) are the kinds' base patterns
     free = np.zeros((g, rounds * 32), np.int64)
-    free[:, :c] = pattern_free[cm.column_kind_ids()].reshape(g, c)
+    free[:, :c] = _base_free_bits(cm)
     free = free.reshape(g, rounds, 32)
     prefix = (np.cumsum(free, axis=2) - free).reshape(g, rounds * 32)[:, :c]
     return (np.ascontiguousarray(prefix, np.uint16).reshape(-1),
@@ -609,10 +614,7 @@ def fill_groups(cm: CompressedMatrix, max_entry_rounds: float = FILL_MAX_ENTRY_R
     ``max_entry_rounds`` of their rounds (:func:`entry_round_share`). Where nearly every round
     holds one, filling first only adds writes, and the rows decode faster round by round.
     ``max_entry_rounds=1`` takes every group without free base bits."""
-    g, c = int(cm.num_groups), int(cm.num_chunks)
-    pattern_free = cm.patterns()[2]
-    free = pattern_free[cm.column_kind_ids()].reshape(g, c)
-    fill = (free == 0).all(axis=1)
+    fill = (_base_free_bits(cm) == 0).all(axis=1)
     if fill.any() and max_entry_rounds < 1:
         share = entry_round_share(cm, sample_rows)
         fill &= ~(share > max_entry_rounds)      # NaN (no sampled rows): kept
@@ -718,9 +720,6 @@ class DeviceCompressedMatrix:
         self._fill_groups = _small_to_device(fill, self.device)
         self._fill_groups_zero = _small_to_device(fill_modes(cm, fill, zero_fill=True),
                                                   self.device)
-        # persistent blocks: as many as the SMs hold of the kernel (False: estimated from
-        # threads and shared memory alone, ignoring registers)
-        self.grid_from_occupancy = True
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -759,8 +758,7 @@ class DeviceCompressedMatrix:
         kernel = _kernel("ibp_decode.cu", name, self.device.index,
                          decode_defines(self.threads, self.blocks_per_sm))
         warps = self.threads // 32
-        grid = _grid(self.device, b, warps, self.threads, self._smem,
-                     kernel if self.grid_from_occupancy else None)
+        grid = _grid(self.device, b, warps, self.threads, self._smem, kernel)
         args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                 _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
                 _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
