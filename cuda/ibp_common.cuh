@@ -197,17 +197,6 @@ __device__ __forceinline__ unsigned warp_or(unsigned x) {
 #endif
 }
 
-// Sum of x over the warp; every lane of the warp must call it.
-__device__ __forceinline__ int warp_sum(int x) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  return (int)__reduce_add_sync(IBP_FULL_MASK, (unsigned)x);
-#else
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) x += __shfl_xor_sync(IBP_FULL_MASK, x, d);
-  return x;
-#endif
-}
-
 // Inclusive warp scan; every lane of the warp must call it.
 __device__ __forceinline__ int warp_inclusive_scan(int x, int lane) {
 #pragma unroll

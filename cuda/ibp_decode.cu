@@ -11,12 +11,14 @@
 
 // With IBP_DECODE_MIN_BLOCKS the compiler fits that many blocks of IBP_DECODE_THREADS on an SM
 // at once, capping the registers per thread (spilling if it must): more warps in flight to
-// hide the latency of the payload's reads, against more work per warp.
-#ifdef IBP_DECODE_MIN_BLOCKS
-#define IBP_DECODE_BOUNDS __launch_bounds__(IBP_DECODE_THREADS, IBP_DECODE_MIN_BLOCKS)
-#else
-#define IBP_DECODE_BOUNDS __launch_bounds__(IBP_DECODE_THREADS)
+// hide the latency of the payload's reads, against more work per warp. Without it, 1,024
+// threads an SM (64 registers a thread, 32 warps): left to itself the compiler gives the 64-bit
+// kernels 93 registers, which would halve the warps an SM holds (nvcc 13.0, sm_90,
+// scripts/kernel_resources.sh).
+#ifndef IBP_DECODE_MIN_BLOCKS
+#define IBP_DECODE_MIN_BLOCKS (1024 / IBP_DECODE_THREADS)
 #endif
+#define IBP_DECODE_BOUNDS __launch_bounds__(IBP_DECODE_THREADS, IBP_DECODE_MIN_BLOCKS)
 
 #define IBP_COPY_UNROLL 8
 
@@ -157,60 +159,43 @@ __device__ __forceinline__ u64 decode_base_rounds(const Word* stream, const Patt
   return bitpos;
 }
 
+// Where the next fields of a row's stream lie: its free bits fill the stream from the start
+// forward, its selectors from the end backward (docs/format.md), so neither position waits on
+// the other.
+struct StreamCursors {
+  u64 free_at;  // the next free bits
+  u64 sel_end;  // the next selector ends here
+};
+
 // Decode the chunks that miss their base patterns ("entries"), one per active lane, in a row
-// whose base patterns have no free bits: a round's stream then holds only its entries'
-// selectors, then their free bits. Active lanes hold ascending chunk positions `pos`; `round`
-// is pos / 32 for active lanes, and every entry of a round is in this call. Lanes of one round
-// are contiguous (inactive lanes may sit between them). The rounds follow each other in the
-// stream from `bitpos` on; only the lengths of their free bits, which depend on the selectors
-// read, are found one round after another, everything else with warp scans. Returns the
-// stream position after the last round.
+// whose base patterns have no free bits: active lanes hold ascending chunk positions `pos`
+// (inactive lanes may sit between them), the next entries of the row. Their selectors and free
+// bits are the next ones at both ends of the stream, so two warp scans place every field and
+// the lanes decode side by side. Advances `at` past them.
 template <typename Word>
-__device__ __forceinline__ u64 decode_entries(const Word* stream, const Patterns<Word>& pat,
-                                              bool active, long long pos, int round, u64 bitpos,
-                                              u8* __restrict__ dst, long long row_bytes,
-                                              int unit, int lane) {
+__device__ __forceinline__ void decode_entries(const Word* stream, const Patterns<Word>& pat,
+                                               bool active, long long pos, StreamCursors* at,
+                                               u8* __restrict__ dst, long long row_bytes,
+                                               int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
   const int s = active ? (int)__ldg(pat.sel + pos) : 0;
-  const unsigned first_alt = active ? __ldg(pat.alt_base + pos) : 0u;
-  const int prev_round = __shfl_up_sync(IBP_FULL_MASK, round, 1);
-  const unsigned heads = __ballot_sync(IBP_FULL_MASK, lane == 0 || prev_round != round);
-  const unsigned actives = __ballot_sync(IBP_FULL_MASK, active);
   const int sel_incl = warp_inclusive_scan(s, lane);
-  // the rounds that hold an active lane: those whose first lane is below the last active one
-  const int end_active = 32 - __clz((int)actives);
-  unsigned todo = heads & (end_active == 32 ? IBP_FULL_MASK : (1u << end_active) - 1u);
   Word m = 0, bv = 0;
   int nbits = 0;
-  u64 free_start = 0;  // where this lane's round keeps its free bits
-  while (todo) {       // warp-uniform
-    const int h = __ffs((int)todo) - 1;
-    todo &= todo - 1u;
-    const unsigned later = heads & ~((2u << h) - 1u);
-    const int next = later ? __ffs((int)later) - 1 : 32;
-    const bool mine = active && lane >= h && lane < next;
-    const int sel_before = __shfl_sync(IBP_FULL_MASK, sel_incl - s, h);
-    const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, next - 1) - sel_before;
-    if (mine) {
-      const unsigned v = (unsigned)read_bits<Word>(
-          stream, bitpos + (u64)(sel_incl - s - sel_before), s);
-      m = __ldg(pat.alt_mask + first_alt + v);
-      bv = __ldg(pat.alt_bitval + first_alt + v);
-      nbits = W - WordOps<Word>::popc(m);
-      free_start = bitpos + (u64)sel_total;
-    }
-    bitpos += (u64)sel_total + (u64)warp_sum(mine ? nbits : 0);
-  }
-  // each entry's free bits: after those of the entries before it in its round
-  const int incl = warp_inclusive_scan(nbits, lane);
-  const int my_head = 31 - __clz((int)(heads & (IBP_FULL_MASK >> (31 - lane))));
-  const int before_round = __shfl_sync(IBP_FULL_MASK, incl - nbits, my_head);
   if (active) {
-    const Word v = read_bits<Word>(stream, free_start + (u64)(incl - nbits - before_round),
-                                   nbits);
+    const unsigned v = (unsigned)read_bits<Word>(stream, at->sel_end - (u64)sel_incl, s);
+    const unsigned a = __ldg(pat.alt_base + pos) + v;
+    m = __ldg(pat.alt_mask + a);
+    bv = __ldg(pat.alt_bitval + a);
+    nbits = W - WordOps<Word>::popc(m);
+  }
+  const int incl = warp_inclusive_scan(nbits, lane);
+  if (active) {
+    const Word v = read_bits<Word>(stream, at->free_at + (u64)(incl - nbits), nbits);
     store_chunk<Word>(dst, pos, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
   }
-  return bitpos;
+  at->free_at += (u64)__shfl_sync(IBP_FULL_MASK, incl, 31);
+  at->sel_end -= (u64)__shfl_sync(IBP_FULL_MASK, sel_incl, 31);
 }
 
 // Zero the n bytes at p, 16 bytes per lane and store where p allows, single bytes at the ends.
@@ -229,16 +214,15 @@ __device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n,
 // Decode a row whose group's base patterns have no free bits (every chunk that matches its
 // base pattern is its bit value): the row is written with the bit values, then only the
 // entries are decoded over them, 32 entries at a time for a list header, a round at a time
-// (skipping rounds without entries) for a bitmap. In sparse rows that is a few rounds of work
+// (skipping rounds without entries) for a bitmap. In sparse rows that is a few steps of work
 // instead of one per 32 chunks.
 // With zero_fill the group's bit values are all zero (bag-of-words rows), so the row is
 // cleared with wide stores and no loads.
 template <typename Word>
 __device__ __forceinline__ void decode_filled_row(const Word* header, const Word* stream,
-                                                  const Patterns<Word>& pat, bool zero_fill,
-                                                  long long C,
-                                                  int group_bits, int list_header,
-                                                  int count_bits, int pos_bits,
+                                                  u64 stream_bits, const Patterns<Word>& pat,
+                                                  bool zero_fill, long long C, int group_bits,
+                                                  int list_header, int count_bits, int pos_bits,
                                                   u8* __restrict__ dst, long long row_bytes,
                                                   int unit, int lane) {
   if (zero_fill) {
@@ -248,38 +232,18 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
                     [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
   }
   __syncwarp();  // an entry may overwrite a chunk another lane wrote just now
-  u64 bitpos = (u64)group_bits;
+  StreamCursors at = {(u64)group_bits, stream_bits};
   if (list_header) {
-    const long long listed = (long long)read_bits<Word>(stream, bitpos, count_bits);
-    const u64 entries_at = bitpos + (u64)count_bits;
-    bitpos = entries_at + (u64)listed * pos_bits;
-    for (long long done = 0; done < listed;) {  // warp-uniform
+    const long long listed = (long long)read_bits<Word>(stream, at.free_at, count_bits);
+    const u64 entries_at = at.free_at + (u64)count_bits;
+    at.free_at = entries_at + (u64)listed * pos_bits;
+    for (long long done = 0; done < listed; done += 32) {  // warp-uniform
       const long long e = done + lane;
       const long long pos =
           e < listed ? (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits, pos_bits)
                      : C;
       // (a position past the row, only in a corrupt stream, is never written)
-      bool active = pos < C;
-      int round = active ? (int)(pos >> 5) : -1;
-      // a round's entries are decoded together: when the entry after these 32 lies in their
-      // last round, that round is left to the next batch (a round has at most 32 entries, so
-      // this batch still holds an earlier round)
-      int take = 32;
-      if (done + 32 < listed) {
-        const int after = (int)(read_bits<Word>(stream, entries_at + (u64)(done + 32) * pos_bits,
-                                                pos_bits) >> 5);
-        const int last = __shfl_sync(IBP_FULL_MASK, round, 31);
-        const unsigned in_last = __ballot_sync(IBP_FULL_MASK, round == last);
-        if (after == last && (in_last & 1u) == 0u) take = __ffs((int)in_last) - 1;
-      }
-      if (lane >= take) {
-        active = false;
-        round = -1;
-      }
-      done += take;
-      if (__ballot_sync(IBP_FULL_MASK, active))
-        bitpos = decode_entries<Word>(stream, pat, active, pos, round, bitpos, dst, row_bytes,
-                                      unit, lane);
+      decode_entries<Word>(stream, pat, pos < C, pos, &at, dst, row_bytes, unit, lane);
     }
   } else {
     const long long rounds = (C + 31) / 32;
@@ -292,18 +256,18 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
         const long long r = r0 + __ffs((int)todo) - 1;
         todo &= todo - 1u;
         const unsigned nonbase = bitmap_nonbase_round<Word>(header, r * 32, C);
-        bitpos = decode_entries<Word>(stream, pat, (nonbase >> lane) & 1u, r * 32 + lane,
-                                      (int)r, bitpos, dst, row_bytes, unit, lane);
+        decode_entries<Word>(stream, pat, (nonbase >> lane) & 1u, r * 32 + lane, &at, dst,
+                             row_bytes, unit, lane);
       }
     }
   }
 }
 
-// Decode one encoded row (bitmap header words or a list, then the bit stream) from `src`,
-// which is either the warp's shared-memory copy of the row or the payload itself. The stream
-// starts with the row's group id (group_bits bits, none for one group), which selects the
-// column patterns; per round of 32 chunks it then holds the selectors of the round's non-base
-// chunks, then the free bits of its chunks.
+// Decode one encoded row of `len` words (bitmap header words or a list, then the bit stream)
+// from `src`, which is either the warp's shared-memory copy of the row or the payload itself.
+// The stream starts with the row's group id (group_bits bits, none for one group), which
+// selects the column patterns, then holds the free bits of the chunks in order; the selectors
+// of the non-base chunks fill it from its end backward.
 //
 // base_prefix / round_bits (optional, null to go without): per row group, each chunk's offset
 // among its round's free bits when every chunk of the round matches its base pattern, and the
@@ -315,7 +279,7 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
                                                    const u8* __restrict__ fill_groups,
                                                    const u16* __restrict__ base_prefix,
                                                    const u16* __restrict__ round_bits,
-                                                   long long max_stretch,
+                                                   long long max_stretch, long long len,
                                                    long long C, long long H, int num_groups,
                                                    int group_bits, int list_header,
                                                    int count_bits, int pos_bits,
@@ -323,19 +287,21 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
                                                    int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
   const Word* stream = src + H;
+  const u64 stream_bits = (u64)(len - H) * W;
   long long group = (long long)read_bits<Word>(stream, 0, group_bits);
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
   const int fill = fill_groups != nullptr ? (int)__ldg(fill_groups + group) : 0;
   if (fill) {  // 1: fill with the bit values, 2: they are all zero
-    decode_filled_row<Word>(src, stream, pat, fill == 2, C, group_bits, list_header,
-                            count_bits, pos_bits, dst, row_bytes, unit, lane);
+    decode_filled_row<Word>(src, stream, stream_bits, pat, fill == 2, C, group_bits,
+                            list_header, count_bits, pos_bits, dst, row_bytes, unit, lane);
     return;
   }
   const bool fixed_rounds = base_prefix != nullptr;
   const u16* prefix = fixed_rounds ? base_prefix + group * C : nullptr;
   const u16* rbits = fixed_rounds ? round_bits + group * ((C + 31) / 32) : nullptr;
   u64 bitpos = group_bits;  // 64-bit: a row of 2^27 64-bit chunks has more bits than an int
+  u64 sel_end = stream_bits;  // the next round's selectors end here
   long long listed = 0, done = 0;
   const u64 entries_at = (u64)(group_bits + count_bits);
   long long next_listed = C;  // position of list entry `done` (C: none left); warp-uniform
@@ -381,7 +347,7 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
     int nbits = 0;
     if (active) {
       if (nonbase) {
-        const unsigned v = (unsigned)read_bits<Word>(stream, bitpos + (u64)(sel_incl - s), s);
+        const unsigned v = (unsigned)read_bits<Word>(stream, sel_end - (u64)sel_incl, s);
         const unsigned a = __ldg(pat.alt_base + j) + v;
         m = __ldg(pat.alt_mask + a);
         bv = __ldg(pat.alt_bitval + a);
@@ -393,12 +359,12 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
     }
     const int incl = warp_inclusive_scan(nbits, lane);
     const int round_bits = __shfl_sync(IBP_FULL_MASK, incl, 31);
-    const u64 free_start = bitpos + (u64)sel_total;
     if (active) {
-      const Word v = read_bits<Word>(stream, free_start + (u64)(incl - nbits), nbits);
+      const Word v = read_bits<Word>(stream, bitpos + (u64)(incl - nbits), nbits);
       store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
     }
-    bitpos = free_start + (u64)round_bits;
+    bitpos += (u64)round_bits;
+    sel_end -= (u64)sel_total;
   }
 }
 
@@ -474,15 +440,15 @@ __device__ __forceinline__ void ibp_gather_decode(
       // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, fill_groups, base_prefix, round_bits, max_stretch, C, H,
-                               num_groups, group_bits, list_header, count_bits, pos_bits, dst,
-                               row_bytes, unit, lane);
+      decode_encoded_row<Word>(buf, pat, fill_groups, base_prefix, round_bits, max_stretch, len,
+                               C, H, num_groups, group_bits, list_header, count_bits, pos_bits,
+                               dst, row_bytes, unit, lane);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, C, H,
-                               num_groups, group_bits, list_header, count_bits, pos_bits, dst,
-                               row_bytes, unit, lane);
+      decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, len,
+                               C, H, num_groups, group_bits, list_header, count_bits, pos_bits,
+                               dst, row_bytes, unit, lane);
     }
   }
 }

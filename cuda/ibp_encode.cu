@@ -145,6 +145,9 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
       continue;
     }
     Word* stream = dst + H;
+    // the selectors fill the stream from its end backward, the free bits from its start
+    const u64 stream_bits = (u64)(len - H) * W;
+    u64 sel_done = 0;
     const int group = __ldg(row_group + r);
     const Patterns<Word> pat = group_patterns<Word>(all, (long long)group * C);
     if (lane == 0 && group_bits) put_bits<Word>(stream, 0, (Word)group, group_bits);
@@ -197,15 +200,16 @@ __device__ __forceinline__ void ibp_encode_rows(const u8* __restrict__ x, long l
       const int s = nonbase ? code.sel_bits : 0;
       const int sel_incl = warp_inclusive_scan(s, lane);
       const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, 31);
-      if (s) put_bits<Word>(stream, bitpos + (u64)(sel_incl - s), (Word)code.slot, s);
+      if (s) put_bits<Word>(stream, stream_bits - sel_done - (u64)sel_incl, (Word)code.slot, s);
       const int nbits = active ? W - WordOps<Word>::popc(code.mask) : 0;
       const int incl = warp_inclusive_scan(nbits, lane);
       const int round_bits = __shfl_sync(IBP_FULL_MASK, incl, 31);
       if (nbits > 0) {
         const Word v = extract_bits<Word>(c, (Word)~code.mask);
-        put_bits<Word>(stream, bitpos + (u64)sel_total + (u64)(incl - nbits), v, nbits);
+        put_bits<Word>(stream, bitpos + (u64)(incl - nbits), v, nbits);
       }
-      bitpos += (u64)sel_total + (u64)round_bits;
+      bitpos += (u64)round_bits;
+      sel_done += (u64)sel_total;
     }
   }
 }

@@ -649,8 +649,9 @@ class DeviceCompressedMatrix:
     (default True): rows of a group whose base patterns have no free bits (see
     :func:`fill_groups`) are written with the base bit values and only their other chunks are
     decoded; False decodes them round by round like the others (same output). ``zero_fill``
-    (default False, not yet measured on a GPU): such groups whose bit values are all zero are
-    cleared with 16-byte stores instead of copying their bit values (same output).
+    (default True; not yet timed against False on a GPU): such groups whose bit values are all
+    zero are cleared with 16-byte stores and no loads instead of copying their bit values (same
+    output).
     ``blocks_per_sm`` (default None: the compiler's choice; not yet measured on a GPU): the
     decode kernel is compiled so that this many blocks of ``threads`` fit on an SM at once, the
     compiler capping its registers per thread to fit (spilling if it must): more warps in
@@ -662,7 +663,7 @@ class DeviceCompressedMatrix:
                  sort_indices: bool = False, max_pinned_bytes: Optional[int] = None,
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
-                 stretch: bool = True, fill_base: bool = True, zero_fill: bool = False,
+                 stretch: bool = True, fill_base: bool = True, zero_fill: bool = True,
                  blocks_per_sm: Optional[int] = None):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")

@@ -25,9 +25,11 @@ def pick(x: int, alts: list[tuple[int, int]], w: int) -> int:
 
 
 def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header=False,
-               group=0, group_bits=0):
+               group=0, group_bits=0, selectors_by_segment=False):
     """``alts[j]``: the ``2**select_bits[j]`` alternative ``(mask, bitval)`` pairs of column j
-    (default: one empty mask). ``group``: the row group id written first (``group_bits``)."""
+    (default: one empty mask). ``group``: the row group id written first (``group_bits``).
+    ``selectors_by_segment``: the layout of format versions 2 to 4, each segment's selectors
+    before its free bits, instead of all of them at the row's end."""
     c = len(chunks)
     select_bits = select_bits or [0] * c
     alts = alts or [[(0, 0)]] * c
@@ -46,6 +48,7 @@ def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header
                 header_bits[j] = "1"
         for h in range(0, len(header_bits), w):  # header bit j is bit j % w of word j // w
             words.append(sum(1 << b for b in range(w) if header_bits[h + b] == "1"))
+    selectors = []  # one bit string per non-base chunk, in chunk order
     for c0 in range(0, c, SEGMENT):
         seg = range(c0, min(c0 + SEGMENT, c))
         chosen = {}
@@ -56,11 +59,16 @@ def encode_row(chunks, mask, bitval, w, select_bits=None, alts=None, list_header
                     raise ValueError(f"no pattern of column {j} matches chunk {chunks[j]:#x}")
                 chosen[j] = v
                 if select_bits[j]:
-                    stream += format(v, f"0{select_bits[j]}b")
+                    selectors.append(format(v, f"0{select_bits[j]}b"))
+        if selectors_by_segment:
+            stream += "".join(selectors)
+            selectors = []
         for j in seg:
             m = mask[j] if base[j] else alts[j][chosen[j]][0]
             stream += free_bits(chunks[j], m, w)
-    stream += "0" * (-len(stream) % w)
+    # the first selector ends at the stream's last bit, each next one ends where it starts
+    tail = "".join(reversed(selectors))
+    stream += "0" * (-(len(stream) + len(tail)) % w) + tail
     words += [int(stream[i:i + w], 2) for i in range(0, len(stream), w)]
     return chunks if len(words) >= c else words
 
@@ -75,7 +83,7 @@ def plan_columns(plan, group=0):
     return [int(plan.mask[j]) for j in cols], [int(plan.bitval[j]) for j in cols], sel, alts
 
 
-def encode(byte_rows: np.ndarray, plan) -> list[list[int]]:
+def encode(byte_rows: np.ndarray, plan, selectors_by_segment=False) -> list[list[int]]:
     """Every row in the row group that stores it in the fewest words (the lowest on ties)."""
     w = plan.chunk_bits
     c = plan.num_chunks
@@ -88,7 +96,7 @@ def encode(byte_rows: np.ndarray, plan) -> list[list[int]]:
         for g, (mask, bitval, sel, alts) in enumerate(groups):
             try:
                 words = encode_row(chunks, mask, bitval, w, sel, alts, plan.list_header, g,
-                                   group_bits)
+                                   group_bits, selectors_by_segment)
             except ValueError:  # a chunk no pattern of this group matches
                 continue
             if best is None or min(len(words), c) < min(len(best), c):

@@ -7,7 +7,7 @@ def test_table_lists_every_column():
     d = {"dataset": "normalized/cora", "ratio": 5.0, "ibp_pinned_unsorted": gbps,
          "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
          "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
-         "ibp_pinned_unsorted_zero_fill": {**gbps, "logical_GBps": 45.0},
+         "ibp_pinned_unsorted_bitval_fill": {**gbps, "logical_GBps": 45.0},
          "ibp_pinned_unsorted_blocks_per_sm5": {**gbps, "logical_GBps": 42.0},
          "ibp_pinned_unsorted_no_fill": {**gbps, "logical_GBps": 35.0},
          "ibp_pinned_unsorted_round_by_round": {**gbps, "logical_GBps": 30.0},
@@ -24,5 +24,5 @@ def test_table_lists_every_column():
     assert "default 64 / 8, blocks_per_sm5 48 / 56" in text
     row = next(line for line in text.splitlines() if line.startswith("normalized/cora"))
     assert row.split()[-2:] == ["10.0", "0.80"]
-    # zeroed, 5 blocks per SM, no fill, 1-round, general
+    # bit-value fill, 5 blocks per SM, no fill, 1-round, general
     assert row.split()[6:11] == ["45.0", "42.0", "35.0", "30.0", "25.0"]

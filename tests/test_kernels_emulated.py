@@ -77,12 +77,6 @@ static unsigned __reduce_or_sync(unsigned, unsigned v) {
   for (int l = 0; l < 32; ++l) r |= all[l];
   return r;
 }
-static unsigned __reduce_add_sync(unsigned, unsigned v) {
-  unsigned all[32], r = 0;
-  emu_all_lanes(v, all);
-  for (int l = 0; l < 32; ++l) r += all[l];
-  return r;
-}
 static unsigned __ballot_sync(unsigned, int pred) {
   unsigned all[32], b = 0;
   emu_all_lanes(pred ? 1u : 0u, all);
@@ -191,7 +185,7 @@ I = ctypes.c_int
 
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
-               fixed_rounds=True, stretch=True, fill_base=True, zero_fill=False):
+               fixed_rounds=True, stretch=True, fill_base=True, zero_fill=True):
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -299,8 +293,8 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx.astype(np.int32), sort=True), exp)
     # no shared staging of masks, tiny per-warp buffer: the direct-from-payload path
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
-    # rows of groups whose bit values are zero cleared instead of filled
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=True), exp)
+    # rows of groups whose bit values are zero filled with them instead of cleared
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
 
@@ -395,7 +389,7 @@ def test_emulated_decode_runs_of_base_rounds(libs, extended):
         assert gpu.fill_groups(cm, max_entry_rounds=1).all()
         np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
-        np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=True), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False),
                                       exp)

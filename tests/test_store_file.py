@@ -10,6 +10,7 @@ from ibp_gnn.codec.io import MAGIC, StoreFileError
 from ibp_gnn.codec.plan import combine_plans
 
 from conftest import assert_bits_equal
+from old_store_files import rewrite_as_version, with_selectors_by_segment
 
 
 @pytest.fixture
@@ -102,24 +103,6 @@ def test_save_is_atomic_and_magic_first(stored):
     assert not path.with_name(path.name + ".tmp").exists()
 
 
-def rewrite_as_version(path, version: int, sections=(), fields=()) -> None:
-    """Make the store file at ``path`` look like an older version: its version number, and a
-    header without the given sections and fields (checksum updated)."""
-    import zlib
-    raw = bytearray(path.read_bytes())
-    head_len = struct.unpack_from("<I", raw, 12)[0]
-    header = json.loads(raw[16:16 + head_len])
-    for name in sections:
-        del header["sections"][name]
-    for name in fields:
-        del header[name]
-    head = json.dumps(header).encode().ljust(head_len)
-    raw[8:12] = struct.pack("<I", version)
-    raw[16:16 + head_len] = head
-    raw[16 + head_len:20 + head_len] = struct.pack("<I", zlib.crc32(head))
-    path.write_bytes(bytes(raw))
-
-
 def test_version_1_files_still_load(tmp_path):
     """A version 1 file (the basic format, without the alternative sections) reads as such."""
     x = (torch.rand(200, 40) < 0.1).to(torch.float32)
@@ -149,14 +132,50 @@ def test_malformed_list_rows_are_refused(tmp_path):
 
 
 def test_version_2_files_still_load(tmp_path):
-    """A version 2 file (no row groups field) reads as one row group."""
-    x = (torch.rand(200, 40) < 0.1).to(torch.float32)
+    """A version 2 file (no row groups field, selectors segment by segment) reads as one row
+    group, in the current layout."""
+    x = (torch.rand(200, 40) < 0.1).to(torch.float32) * torch.randint(1, 4, (200, 40))
     path = tmp_path / "v2.ibp"
-    compress(x).save(path)
+    cm = compress(x)
+    assert cm.kind_select_bits.any() and cm.num_groups == 1
+    with_selectors_by_segment(cm, x).save(path)
     rewrite_as_version(path, 2, fields=("num_groups",))
-    cm = load(path)
-    assert cm.num_groups == 1
-    assert_bits_equal(cm.decode(), x)
+    old = load(path)
+    assert old.num_groups == 1
+    np.testing.assert_array_equal(old.payload, cm.payload)
+    assert_bits_equal(old.decode(), x)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_rows_of_versions_3_and_4_move_their_selectors_to_the_row_end(tmp_path, version):
+    """Files of versions 2 to 4 keep each segment's selectors before its free bits; loading
+    one rewrites the rows into the current layout (the bits the current encoder writes), and
+    saving it again writes the current version. A row whose old layout does not add up to its
+    length is refused."""
+    rng = np.random.default_rng(version)
+    x = np.where(rng.random((400, 300)) < 0.05, rng.integers(1, 9, (400, 300)), 0)
+    x = x.astype(np.float32)
+    x[:50, :70] = rng.standard_normal((50, 70)).round(1)     # rows of another population
+    # two row groups, each with its own patterns
+    cm = compress(x, plan=combine_plans([compress(x[50:]).plan(), compress(x[:50]).plan()]))
+    assert cm.kind_select_bits.any() and cm.num_groups == 2 and not cm.raw_layout
+    old = with_selectors_by_segment(cm, x)
+    assert not np.array_equal(old.payload, cm.payload)
+    old.save(tmp_path / "old.ibp")
+    rewrite_as_version(tmp_path / "old.ibp", version)
+    loaded = load(tmp_path / "old.ibp")
+    np.testing.assert_array_equal(loaded.payload, cm.payload)
+    assert_bits_equal(loaded.decode(), torch.from_numpy(x))
+    loaded.save(tmp_path / "again.ibp")
+    assert struct.unpack_from("<I", (tmp_path / "again.ibp").read_bytes(), 8)[0] == 5
+    np.testing.assert_array_equal(load(tmp_path / "again.ibp").payload, cm.payload)
+    row = int(np.flatnonzero(~cm.raw_flags)[0])
+    start, end = cm.row_offsets([row])
+    old.payload[int(start[0]):int(end[0])] = 0       # every field zero: too short for its length
+    old.save(tmp_path / "bad.ibp")
+    rewrite_as_version(tmp_path / "bad.ibp", version)
+    with pytest.raises(StoreFileError, match=f"row {row}"):
+        load(tmp_path / "bad.ibp")
 
 
 def test_8_bit_offsets_store_and_version_3_files_still_load(tmp_path):
@@ -171,7 +190,7 @@ def test_8_bit_offsets_store_and_version_3_files_still_load(tmp_path):
     wide = compress(y)
     assert wide.offset_lo.dtype == np.uint16 and not wide.raw_layout
     path = tmp_path / "v3.ibp"
-    wide.save(path)
+    with_selectors_by_segment(wide, y).save(path)
     rewrite_as_version(path, 3)
     assert_bits_equal(load(path).decode(), y)
 

@@ -692,6 +692,21 @@ def _append(payload, q, acc, held, v, n, w):
 
 
 @nb.njit(inline="always")
+def _or_bits(payload, base, pos, v, n, w):
+    """OR the ``n`` low bits of ``v`` (``1 <= n <= w``) into the stream of the row starting at
+    word ``base``, at stream bit ``pos`` (most significant first, as :func:`_append` writes).
+    The words must be zero there: selectors are written this way, from the row's end."""
+    q = base + (pos >> _word_shift(w))
+    off = pos & (w - 1)
+    if off + n <= w:
+        payload[q] = np.uint64(payload[q]) | (v << np.uint64(w - off - n))
+    else:
+        spill = off + n - w
+        payload[q] = np.uint64(payload[q]) | (v >> np.uint64(spill))
+        payload[q + 1] = np.uint64(payload[q + 1]) | ((v << np.uint64(w - spill)) & _low(w))
+
+
+@nb.njit(inline="always")
 def _read(payload, base, pos, n, w):
     """The ``n <= w`` stream bits at bit ``pos`` of the row starting at word ``base``.
 
@@ -747,30 +762,34 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, slot_
             if pat_free[kinds[g * num_chunks + c]]:
                 base_free[g] = True
     for task in nb.prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        chosen = np.empty(SEGMENT, np.int64)  # the segment's patterns, picked once per chunk
         listed = np.empty(num_chunks if list_header else 0, np.int64)
         for i in range(task * ROW_BLOCK, min(n, (task + 1) * ROW_BLOCK)):
             _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start,
                         slot_mask, slot_bitval, slot_free, pat_mask, pat_bitval, pat_free,
                         run_start, run_len, run_count, list_header, header, count_bits, pos_bits,
-                        group_bits, groups, offsets, payload, chosen, listed, base_free)
+                        group_bits, groups, offsets, payload, listed, base_free)
 
 
 @nb.njit(inline="always")
 def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, slot_mask,
                 slot_bitval, slot_free, pat_mask, pat_bitval, pat_free, run_start, run_len,
                 run_count, list_header, header, count_bits, pos_bits, group_bits, groups, offsets,
-                payload, chosen, listed, base_free):
+                payload, listed, base_free):
     start = offsets[i]
     end = offsets[i + 1]
     if end - start == num_chunks:
         for c in range(num_chunks):
             payload[start + c] = words[i, c]
         return
-    for h in range(start, start + header):  # (the stream words are written whole)
+    # the selectors are ORed in from the row's end, and the stream words the free bits fill
+    # are written whole (only the last one, shared with the selectors, is ORed)
+    for h in range(start, end):
         payload[h] = 0
+    base = start + header
+    stream_bits = (end - base) * w
+    sel_done = 0  # selector bits written so far, from the end
     first = groups[i] * num_chunks
-    q, acc, held = _append(payload, start + header, _U0, 0, np.uint64(groups[i]), group_bits, w)
+    q, acc, held = _append(payload, base, _U0, 0, np.uint64(groups[i]), group_bits, w)
     num_listed = 0
     if list_header:
         for c in range(num_chunks):
@@ -781,58 +800,46 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
         for e in range(num_listed):
             q, acc, held = _append(payload, q, acc, held, np.uint64(listed[e]), pos_bits, w)
     if list_header and not base_free[groups[i]]:
-        # only the listed chunks write anything: per segment, their selectors, then their
-        # free bits (what the loop below writes, without visiting every chunk)
-        e0 = 0
-        while e0 < num_listed:
-            segment = listed[e0] // SEGMENT
-            e1 = e0
-            while e1 < num_listed and listed[e1] // SEGMENT == segment:
-                c = listed[e1]
-                chosen[e1 - e0], q, acc, held = _write_selector(
-                    payload, q, acc, held, np.uint64(words[i, c]), kinds[first + c], num_kinds,
-                    sel_bits, alt_start, slot_mask, slot_bitval, slot_free, w)
-                e1 += 1
-            for e in range(e0, e1):
-                q, acc, held = _write_free(payload, q, acc, held, np.uint64(words[i, listed[e]]),
-                                           chosen[e - e0], pat_free, run_start, run_len,
-                                           run_count, w)
-            e0 = e1
+        # only the listed chunks write anything (what the loop below writes, without
+        # visiting every chunk)
+        for e in range(num_listed):
+            c = listed[e]
+            x = np.uint64(words[i, c])
+            p, sel_done = _write_selector(payload, base, stream_bits, sel_done, x,
+                                          kinds[first + c], num_kinds, sel_bits, alt_start,
+                                          slot_mask, slot_bitval, slot_free, w)
+            q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
+                                       run_count, w)
     else:
-        for c0 in range(0, num_chunks, SEGMENT):
-            c1 = min(c0 + SEGMENT, num_chunks)
-            for c in range(c0, c1):  # selectors of the segment's non-base chunks
-                x = np.uint64(words[i, c])
-                k = kinds[first + c]
-                p = k
-                if (x & pat_mask[k]) == pat_bitval[k]:
-                    if not list_header:
-                        payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
-                else:
-                    p, q, acc, held = _write_selector(payload, q, acc, held, x, k, num_kinds,
-                                                      sel_bits, alt_start, slot_mask,
-                                                      slot_bitval, slot_free, w)
-                chosen[c - c0] = p
-            for c in range(c0, c1):  # then their free bits
-                q, acc, held = _write_free(payload, q, acc, held, np.uint64(words[i, c]),
-                                           chosen[c - c0], pat_free, run_start, run_len,
-                                           run_count, w)
+        for c in range(num_chunks):
+            x = np.uint64(words[i, c])
+            k = kinds[first + c]
+            p = k
+            if (x & pat_mask[k]) == pat_bitval[k]:
+                if not list_header:
+                    payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
+            else:
+                p, sel_done = _write_selector(payload, base, stream_bits, sel_done, x, k,
+                                              num_kinds, sel_bits, alt_start, slot_mask,
+                                              slot_bitval, slot_free, w)
+            q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
+                                       run_count, w)
     if held:
-        payload[q] = _shl(acc, w - held)
-        q += 1
-    for h in range(q, end):
-        payload[h] = 0
+        payload[q] = np.uint64(payload[q]) | _shl(acc, w - held)
 
 
 @nb.njit(inline="always")
-def _write_selector(payload, q, acc, held, x, k, num_kinds, sel_bits, alt_start, slot_mask,
-                    slot_bitval, slot_free, w):
-    """``(p, q, acc, held)``: the pattern ``p`` a non-base chunk ``x`` of kind ``k`` is coded
-    against (its alternative with the fewest free bits), after appending its selector."""
+def _write_selector(payload, base, stream_bits, sel_done, x, k, num_kinds, sel_bits, alt_start,
+                    slot_mask, slot_bitval, slot_free, w):
+    """``(p, sel_done)``: the pattern ``p`` a non-base chunk ``x`` of kind ``k`` is coded
+    against (its alternative with the fewest free bits), after writing its selector just before
+    the ``sel_done`` selector bits already written at the end of the row's ``stream_bits``."""
     v = _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
-    if sel_bits[k]:
-        q, acc, held = _append(payload, q, acc, held, np.uint64(v), sel_bits[k], w)
-    return num_kinds + alt_start[k] + v, q, acc, held
+    s = sel_bits[k]
+    if s:
+        sel_done += s
+        _or_bits(payload, base, stream_bits - sel_done, np.uint64(v), s, w)
+    return num_kinds + alt_start[k] + v, sel_done
 
 
 @nb.njit(inline="always")
@@ -954,13 +961,14 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
     first = group * num_chunks
     for u in range(out.shape[1]):
         out[i, u] = bitval_row[group, u]
+    stream_bits = (end - base) * w
+    sel_done = 0  # selector bits read so far, from the row's end
     listed_done = 0
     for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
         c0, _, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
                                                listed, listed_done, group_bits + count_bits,
                                                pos_bits)
-        # the selectors first (the stream holds them before the free bits): then the free
-        # bits' offsets depend on table lookups known in advance, not on the selectors' reads
+        # the segment's patterns first, then its free bits
         todo = nonbase | (segment_free[group, g] & ~nonbase)
         count = 0
         while todo:
@@ -970,8 +978,9 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
             p = k
             if (nonbase >> np.uint64(b)) & _U1:
                 s = sel_bits[k]
-                p = num_kinds + alt_start[k] + np.int64(_read(payload, base, pos, s, w))
-                pos += s
+                sel_done += s
+                p = num_kinds + alt_start[k] + np.int64(_read(payload, base,
+                                                              stream_bits - sel_done, s, w))
             visited[count] = c0 + b
             chosen[count] = p
             count += 1
@@ -1033,27 +1042,98 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
                     return i
                 prev = c
         listed_done = 0
+        sel_done = 0  # selector bits, at the row's end
         for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
             c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w,
                                                     list_header, listed, listed_done,
                                                     group_bits + count_bits, pos_bits)
-            sel_pos = pos
+            sel_read = sel_done
             for c in range(c0, c1):
                 if (nonbase >> np.uint64(c - c0)) & _U1:
-                    pos += sel_bits[kinds[first + c]]
-            if pos > avail:
+                    sel_done += sel_bits[kinds[first + c]]
+            if pos + sel_done > avail:
                 return i
             for c in range(c0, c1):
                 k = kinds[first + c]
                 if (nonbase >> np.uint64(c - c0)) & _U1:
                     s = sel_bits[k]
-                    p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_pos, s, w))
-                    sel_pos += s
+                    sel_read += s
+                    p = num_kinds + alt_start[k] + np.int64(_read(payload, base, avail - sel_read,
+                                                                  s, w))
                     pos += pat_free[p]
                 else:
                     pos += pat_free[k]
-            if pos > avail:
+            if pos + sel_done > avail:
                 return i
+        if header + (pos + sel_done + w - 1) // w != length:
+            return i
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def selectors_to_row_end(payload, offsets, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
+                         pat_free, list_header, num_groups, out):
+    """Rewrite rows of format versions 2 to 4, which keep each segment's selectors before its
+    free bits, into ``out`` (same size, zero-filled) in the current layout: the free bits of
+    every chunk in order, the selectors at the row's end (``docs/format.md``). Every row keeps
+    its length. Returns the first row whose old layout does not match its stored length (it
+    is left unwritten), or -1."""
+    w = chunk_bits
+    num_kinds = sel_bits.shape[0]
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
+    prefix = group_bits + (count_bits if list_header else 0)
+    chosen = np.empty(SEGMENT, np.int64)
+    for i in range(offsets.shape[0] - 1):
+        start = offsets[i]
+        length = offsets[i + 1] - start
+        if length == num_chunks:
+            for h in range(start, start + length):
+                out[h] = payload[h]
+            continue
+        if length < header or (length - header) * w < prefix:
+            return i
+        for h in range(start, start + header):
+            out[h] = payload[h]
+        base = start + header
+        avail = (length - header) * w
+        group, listed, pos = _stream_start(payload, base, list_header, group_bits, count_bits,
+                                           pos_bits, w)
+        if group >= num_groups or listed > num_chunks or pos > avail:
+            return i
+        done = 0  # the group id and list header keep their places
+        while done < pos:
+            n = min(w, pos - done)
+            _or_bits(out, base, done, _read(payload, base, done, n, w), n, w)
+            done += n
+        to = pos        # where the next free bits go; pos - to selector bits moved so far
+        first = group * num_chunks
+        listed_done = 0
+        for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
+            c0, c1, nonbase, listed_done = _segment(payload, start, g, num_chunks, w,
+                                                    list_header, listed, listed_done,
+                                                    group_bits + count_bits, pos_bits)
+            for c in range(c0, c1):
+                k = kinds[first + c]
+                chosen[c - c0] = k
+                if (nonbase >> np.uint64(c - c0)) & _U1:
+                    s = sel_bits[k]
+                    if pos + s > avail:
+                        return i
+                    v = _read(payload, base, pos, s, w)
+                    pos += s
+                    if s:
+                        _or_bits(out, base, avail - (pos - to), v, s, w)
+                    chosen[c - c0] = num_kinds + alt_start[k] + np.int64(v)
+            for c in range(c0, c1):
+                f = pat_free[chosen[c - c0]]
+                if pos + f > avail:
+                    return i
+                if f:
+                    _or_bits(out, base, to, _read(payload, base, pos, f, w), f, w)
+                pos += f
+                to += f
         if header + (pos + w - 1) // w != length:
             return i
     return -1

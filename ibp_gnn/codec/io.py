@@ -6,6 +6,7 @@ can be memory-mapped in place.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -19,11 +20,12 @@ from .container import KIND_BITS, WORD_DTYPES, CompressedMatrix
 from .plan import MAX_GROUPS, list_header_fits
 
 MAGIC = b"\x89IBPGNN\n"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # version 1 files are the basic format (no alternatives, bitmap headers); version 2 files have
 # no row groups; version 3 adds 16-bit chunks and row groups; version 4 adds 8-bit relative
-# row offsets
-READ_VERSIONS = (1, 2, 3, 4)
+# row offsets; version 5 moves each row's selectors to its end (versions 2 to 4 keep them
+# segment by segment, and are rewritten on load)
+READ_VERSIONS = (1, 2, 3, 4, 5)
 SECTION_ALIGNMENT = 4096
 _SECTIONS_V1 = ("kind_masks", "kind_bitvals", "column_kinds", "offset_lo", "block_base",
                 "payload")
@@ -144,8 +146,29 @@ def load(path, *, mmap: bool = True) -> CompressedMatrix:
                           threshold=header["threshold"],
                           list_header=header.get("list_header", False),
                           num_groups=header.get("num_groups", 1), **arrays)
+    if 2 <= version <= 4:
+        cm = _selectors_to_row_end(cm, path)
     validate(cm, str(path))
     return cm
+
+
+def _selectors_to_row_end(cm: CompressedMatrix, path) -> CompressedMatrix:
+    """``cm`` read from a file of versions 2 to 4, in the current layout: a new payload in
+    memory when its rows hold selectors (the file stays as it is; saving ``cm`` writes the
+    current version), else ``cm`` itself."""
+    if cm.raw_layout or not np.any(cm.kind_select_bits):
+        return cm
+    validate(cm, str(path), streams=False)
+    offsets = cm._offsets(np.arange(cm.num_rows + 1, dtype=np.int64))
+    _, _, pat_free, sel64, alt_start = cm.patterns()
+    payload = np.zeros_like(np.asarray(cm.payload))
+    bad = _kernels.selectors_to_row_end(np.asarray(cm.payload), offsets, cm.num_chunks,
+                                        cm.chunk_bits, cm.column_kind_ids(), sel64, alt_start,
+                                        pat_free, cm.list_header, cm.num_groups, payload)
+    if bad >= 0:
+        raise StoreFileError(f"{path}: invalid container: row {bad}: its header and "
+                             f"selectors do not match its stored length")
+    return dataclasses.replace(cm, payload=payload)
 
 
 _SECTION_DTYPES = {"|u1", "<u2", "<u4", "<u8"}
@@ -185,8 +208,9 @@ def _check_header(header, path, version: int = FORMAT_VERSION) -> None:
             fail(f"section {name!r}: {sec['nbytes']} bytes do not hold shape {sec['shape']}")
 
 
-def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
-    """Check the container's structure so decoding can never read out of bounds."""
+def validate(cm: CompressedMatrix, where: str = "matrix", *, streams: bool = True) -> None:
+    """Check the container's structure so decoding can never read out of bounds
+    (``streams=False``: all but the rows' bit streams)."""
     def fail(msg):
         raise StoreFileError(f"{where}: invalid container: {msg}")
 
@@ -243,6 +267,8 @@ def validate(cm: CompressedMatrix, where: str = "matrix") -> None:
         fail("row offsets are not increasing or a row is longer than a raw row")
     if offsets[-1] != cm.payload.size:
         fail(f"offsets end at word {offsets[-1]}, payload has {cm.payload.size} words")
+    if not streams:
+        return
     _, _, pat_free, sel64, alt_start = cm.patterns()
     bad = _kernels.first_inconsistent_row(cm.payload, offsets, c, cm.chunk_bits,
                                           cm.column_kind_ids(), sel64, alt_start, pat_free,
