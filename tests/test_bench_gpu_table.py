@@ -14,15 +14,15 @@ def test_table_lists_every_column():
          "ibp_pinned_unsorted_general_rounds": {**gbps, "logical_GBps": 25.0},
          "raw_unsorted": {"GBps": 20.0}, "raw_same_size_unsorted": {"GBps": 9.0},
          "torch_cpu_index_select_to_cuda": {"GBps": 2.0}}
-    res = {"card": "test card", "link": {"h2d_GBps": 50.0},
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0, "device_write_GBps": 3000.0},
            "raw_rows": [{"row_bytes": 64, "unsorted_GBps": 1.0, "sorted_GBps": 2.0}],
            "datasets": [d, {"dataset": "broken", "error": "boom"}],
            "decode_kernels": {"default": {"num_regs": 64, "local_size_bytes": 8},
                               "blocks_per_sm5": {"num_regs": 48, "local_size_bytes": 56}}}
     text = _table(res)
-    assert "test card" in text and "error: boom" in text
+    assert "test card" in text and "error: boom" in text and "write 3000.0 GB/s" in text
     assert "default 64 / 8, blocks_per_sm5 48 / 56" in text
     row = next(line for line in text.splitlines() if line.startswith("normalized/cora"))
-    assert row.split()[-2:] == ["10.0", "0.80"]
+    assert row.split()[-3:] == ["10.0", "0.80", "600.0"]     # roof: 3000 GB/s / ratio 5
     # bit-value fill, 5 blocks per SM, no fill, 1-round, general
     assert row.split()[6:11] == ["45.0", "42.0", "35.0", "30.0", "25.0"]

@@ -1005,6 +1005,18 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
             _store_chunk(out, i, visited[e], v, pieces, unit_bits)
 
 
+@nb.njit(inline="always")
+def _row_fields(num_chunks, w, list_header, num_groups):
+    """``(header, count_bits, pos_bits, group_bits, prefix)`` of an encoded row: its header
+    words, a list header's field widths, the group id's bits, and the stream bits before its
+    list entries or free bits (group id and list count)."""
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
+    return header, count_bits, pos_bits, group_bits, group_bits + (count_bits if list_header
+                                                                    else 0)
+
+
 @nb.njit(cache=True, nogil=True)
 def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_bits, alt_start,
                            pat_free, list_header, num_groups):
@@ -1013,10 +1025,8 @@ def first_inconsistent_row(payload, offsets, num_chunks, chunk_bits, kinds, sel_
     decoder never reads past a row or its tables."""
     w = chunk_bits
     num_kinds = sel_bits.shape[0]
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    group_bits = _bit_length(num_groups - 1)
-    prefix = group_bits + (count_bits if list_header else 0)
+    header, count_bits, pos_bits, group_bits, prefix = _row_fields(num_chunks, w, list_header,
+                                                                   num_groups)
     for i in range(offsets.shape[0] - 1):
         start = offsets[i]
         length = offsets[i + 1] - start
@@ -1080,10 +1090,8 @@ def selectors_to_row_end(payload, offsets, num_chunks, chunk_bits, kinds, sel_bi
     is left unwritten), or -1."""
     w = chunk_bits
     num_kinds = sel_bits.shape[0]
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    group_bits = _bit_length(num_groups - 1)
-    prefix = group_bits + (count_bits if list_header else 0)
+    header, count_bits, pos_bits, group_bits, prefix = _row_fields(num_chunks, w, list_header,
+                                                                   num_groups)
     chosen = np.empty(SEGMENT, np.int64)
     for i in range(offsets.shape[0] - 1):
         start = offsets[i]
