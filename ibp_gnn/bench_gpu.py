@@ -262,7 +262,7 @@ def _table(res: dict) -> str:
            f"{'ibp dev':>8s} {'bv fill':>8s} {capped:>8s} {'no fill':>8s} {'1-round':>8s} "
            f"{'general':>8s} "
            f"{'raw':>7s} "
-           f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s} {'roof':>6s}")
+           f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s} {'sz/b':>6s} {'roof':>6s}")
     lines.append(hdr)
     for d in res["datasets"]:
         if "error" in d:
@@ -283,6 +283,7 @@ def _table(res: dict) -> str:
             f"{d['torch_cpu_index_select_to_cuda']['GBps']:6.2f} "
             f"{d['ibp_basic_pinned_unsorted']['physical_GBps']:6.1f} "
             f"{d['ibp_pinned_unsorted']['physical_GBps'] / d['ibp_basic_pinned_unsorted']['physical_GBps']:6.2f} "
+            f"{d['raw_same_size_unsorted']['GBps'] / d['ibp_basic_pinned_unsorted']['physical_GBps']:6.2f} "
             f"{write / d['ratio']:6.1f}")
     lines.append("GB/s = 1e9 B/s; ibp log = decoded bytes/s, phys = compressed bytes read/s; "
                  "bv fill = ibp log with rows of all-zero bit values filled with them instead "
@@ -295,6 +296,8 @@ def _table(res: dict) -> str:
                  "raw = uncompressed zero-copy gather; raw=sz = raw gather of rows of the "
                  "compressed average size; torch = CPU index_select + .to(cuda); basic = "
                  "physical GB/s of the basic format on the same rows, phys/b = extended / basic; "
+                 "sz/b = raw=sz / basic, what the bus alone allows phys/b (a gather of rows "
+                 "of the extended rows' size against the basic format's physical GB/s); "
                  "roof = device memory write GB/s / ratio, the most physical GB/s any "
                  "decoder writing the decoded rows can reach")
     return "\n".join(lines)
@@ -324,7 +327,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="skip the remaining datasets once this much time has passed")
     ap.add_argument("--no-check", action="store_true", help="skip the bit-exactness spot check")
+    ap.add_argument("--table", metavar="JSON",
+                    help="only print the summary table of a saved result (needs no GPU)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(_table(json.loads(Path(args.table).read_text())))
+        return 0
 
     if not gpu.is_available():
         print("no CUDA device usable by torch and CuPy", file=sys.stderr)

@@ -23,6 +23,7 @@ def test_table_lists_every_column():
     assert "test card" in text and "error: boom" in text and "write 3000.0 GB/s" in text
     assert "default 64 / 8, blocks_per_sm5 48 / 56" in text
     row = next(line for line in text.splitlines() if line.startswith("normalized/cora"))
-    assert row.split()[-3:] == ["10.0", "0.80", "600.0"]     # roof: 3000 GB/s / ratio 5
+    # basic 10 GB/s, phys/b 8/10, sz/b 9/10, roof 3000 GB/s / ratio 5
+    assert row.split()[-4:] == ["10.0", "0.80", "0.90", "600.0"]
     # bit-value fill, 5 blocks per SM, no fill, 1-round, general
     assert row.split()[6:11] == ["45.0", "42.0", "35.0", "30.0", "25.0"]
