@@ -786,8 +786,7 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
     for h in range(start, end):
         payload[h] = 0
     base = start + header
-    stream_bits = (end - base) * w
-    sel_done = 0  # selector bits written so far, from the end
+    sel_at = (end - base) * w  # where the last selector written starts: the row's end at first
     first = groups[i] * num_chunks
     q, acc, held = _append(payload, base, _U0, 0, np.uint64(groups[i]), group_bits, w)
     num_listed = 0
@@ -805,9 +804,9 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
         for e in range(num_listed):
             c = listed[e]
             x = np.uint64(words[i, c])
-            p, sel_done = _write_selector(payload, base, stream_bits, sel_done, x,
-                                          kinds[first + c], num_kinds, sel_bits, alt_start,
-                                          slot_mask, slot_bitval, slot_free, w)
+            p, sel_at = _write_selector(payload, base, sel_at, x, kinds[first + c], num_kinds,
+                                        sel_bits, alt_start, slot_mask, slot_bitval, slot_free,
+                                        w)
             q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
                                        run_count, w)
     else:
@@ -819,9 +818,8 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
                 if not list_header:
                     payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
             else:
-                p, sel_done = _write_selector(payload, base, stream_bits, sel_done, x, k,
-                                              num_kinds, sel_bits, alt_start, slot_mask,
-                                              slot_bitval, slot_free, w)
+                p, sel_at = _write_selector(payload, base, sel_at, x, k, num_kinds, sel_bits,
+                                            alt_start, slot_mask, slot_bitval, slot_free, w)
             q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
                                        run_count, w)
     if held:
@@ -829,17 +827,17 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
 
 
 @nb.njit(inline="always")
-def _write_selector(payload, base, stream_bits, sel_done, x, k, num_kinds, sel_bits, alt_start,
-                    slot_mask, slot_bitval, slot_free, w):
-    """``(p, sel_done)``: the pattern ``p`` a non-base chunk ``x`` of kind ``k`` is coded
-    against (its alternative with the fewest free bits), after writing its selector just before
-    the ``sel_done`` selector bits already written at the end of the row's ``stream_bits``."""
+def _write_selector(payload, base, sel_at, x, k, num_kinds, sel_bits, alt_start, slot_mask,
+                    slot_bitval, slot_free, w):
+    """``(p, sel_at)``: the pattern ``p`` a non-base chunk ``x`` of kind ``k`` is coded against
+    (its alternative with the fewest free bits), after writing its selector to end at stream
+    bit ``sel_at``, where the selectors written before it start; ``sel_at`` moves to its start."""
     v = _pick_alt(x, k, sel_bits, slot_mask, slot_bitval, slot_free)
     s = sel_bits[k]
     if s:
-        sel_done += s
-        _or_bits(payload, base, stream_bits - sel_done, np.uint64(v), s, w)
-    return num_kinds + alt_start[k] + v, sel_done
+        sel_at -= s
+        _or_bits(payload, base, sel_at, np.uint64(v), s, w)
+    return num_kinds + alt_start[k] + v, sel_at
 
 
 @nb.njit(inline="always")
@@ -961,8 +959,7 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
     first = group * num_chunks
     for u in range(out.shape[1]):
         out[i, u] = bitval_row[group, u]
-    stream_bits = (end - base) * w
-    sel_done = 0  # selector bits read so far, from the row's end
+    sel_at = (end - base) * w  # where the last selector read starts: the row's end at first
     listed_done = 0
     for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
         c0, _, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
@@ -978,9 +975,8 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
             p = k
             if (nonbase >> np.uint64(b)) & _U1:
                 s = sel_bits[k]
-                sel_done += s
-                p = num_kinds + alt_start[k] + np.int64(_read(payload, base,
-                                                              stream_bits - sel_done, s, w))
+                sel_at -= s
+                p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_at, s, w))
             visited[count] = c0 + b
             chosen[count] = p
             count += 1
