@@ -167,26 +167,31 @@ struct StreamCursors {
   u64 sel_end;  // the next selector ends here
 };
 
-// Decode the chunks that miss their base patterns ("entries"), one per active lane, in a row
-// whose base patterns have no free bits: active lanes hold ascending chunk positions `pos`
-// (inactive lanes may sit between them), the next entries of the row. Their selectors and free
-// bits are the next ones at both ends of the stream, so two warp scans place every field and
-// the lanes decode side by side. Advances `at` past them.
+// Decode the next chunks of a row that hold stream fields, one per active lane: active lanes
+// hold ascending chunk positions `pos` (inactive lanes may sit between them); `nonbase` lanes
+// miss their base pattern and read a selector. Their selectors and free bits are the next ones
+// at both ends of the stream, so two warp scans place every field and the lanes decode side by
+// side. Advances `at` past them.
 template <typename Word>
-__device__ __forceinline__ void decode_entries(const Word* stream, const Patterns<Word>& pat,
-                                               bool active, long long pos, StreamCursors* at,
-                                               u8* __restrict__ dst, long long row_bytes,
-                                               int unit, int lane) {
+__device__ __forceinline__ void decode_chunks(const Word* stream, const Patterns<Word>& pat,
+                                              bool active, bool nonbase, long long pos,
+                                              StreamCursors* at, u8* __restrict__ dst,
+                                              long long row_bytes, int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
-  const int s = active ? (int)__ldg(pat.sel + pos) : 0;
+  const int s = active && nonbase ? (int)__ldg(pat.sel + pos) : 0;
   const int sel_incl = warp_inclusive_scan(s, lane);
   Word m = 0, bv = 0;
   int nbits = 0;
   if (active) {
-    const unsigned v = (unsigned)read_bits<Word>(stream, at->sel_end - (u64)sel_incl, s);
-    const unsigned a = __ldg(pat.alt_base + pos) + v;
-    m = __ldg(pat.alt_mask + a);
-    bv = __ldg(pat.alt_bitval + a);
+    if (nonbase) {
+      const unsigned v = (unsigned)read_bits<Word>(stream, at->sel_end - (u64)sel_incl, s);
+      const unsigned a = __ldg(pat.alt_base + pos) + v;
+      m = __ldg(pat.alt_mask + a);
+      bv = __ldg(pat.alt_bitval + a);
+    } else {
+      m = pat.mask[pos];
+      bv = pat.bitval[pos];
+    }
     nbits = W - WordOps<Word>::popc(m);
   }
   const int incl = warp_inclusive_scan(nbits, lane);
@@ -213,7 +218,7 @@ __device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n,
 
 // Decode a row whose group's base patterns have no free bits (every chunk that matches its
 // base pattern is its bit value): the row is written with the bit values, then only the
-// entries are decoded over them, 32 entries at a time for a list header, a round at a time
+// chunks that miss their base patterns ("entries") are decoded over them, 32 entries at a time for a list header, a round at a time
 // (skipping rounds without entries) for a bitmap. In sparse rows that is a few steps of work
 // instead of one per 32 chunks.
 // With zero_fill the group's bit values are all zero (bag-of-words rows), so the row is
@@ -243,7 +248,7 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
           e < listed ? (long long)read_bits<Word>(stream, entries_at + (u64)e * pos_bits, pos_bits)
                      : C;
       // (a position past the row, only in a corrupt stream, is never written)
-      decode_entries<Word>(stream, pat, pos < C, pos, &at, dst, row_bytes, unit, lane);
+      decode_chunks<Word>(stream, pat, pos < C, true, pos, &at, dst, row_bytes, unit, lane);
     }
   } else {
     const long long rounds = (C + 31) / 32;
@@ -256,8 +261,8 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
         const long long r = r0 + __ffs((int)todo) - 1;
         todo &= todo - 1u;
         const unsigned nonbase = bitmap_nonbase_round<Word>(header, r * 32, C);
-        decode_entries<Word>(stream, pat, (nonbase >> lane) & 1u, r * 32 + lane, &at, dst,
-                             row_bytes, unit, lane);
+        decode_chunks<Word>(stream, pat, (nonbase >> lane) & 1u, true, r * 32 + lane, &at,
+                            dst, row_bytes, unit, lane);
       }
     }
   }
@@ -300,19 +305,17 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   const bool fixed_rounds = base_prefix != nullptr;
   const u16* prefix = fixed_rounds ? base_prefix + group * C : nullptr;
   const u16* rbits = fixed_rounds ? round_bits + group * ((C + 31) / 32) : nullptr;
-  u64 bitpos = group_bits;  // 64-bit: a row of 2^27 64-bit chunks has more bits than an int
-  u64 sel_end = stream_bits;  // the next round's selectors end here
+  // 64-bit positions: a row of 2^27 64-bit chunks has more bits than an int
+  StreamCursors at = {(u64)group_bits, stream_bits};
   long long listed = 0, done = 0;
   const u64 entries_at = (u64)(group_bits + count_bits);
   long long next_listed = C;  // position of list entry `done` (C: none left); warp-uniform
   if (list_header) {
-    listed = (long long)read_bits<Word>(stream, bitpos, count_bits);
-    bitpos += (u64)count_bits + (u64)listed * pos_bits;
+    listed = (long long)read_bits<Word>(stream, at.free_at, count_bits);
+    at.free_at += (u64)count_bits + (u64)listed * pos_bits;
     if (listed > 0) next_listed = (long long)read_bits<Word>(stream, entries_at, pos_bits);
   }
   for (long long j0 = 0; j0 < C; j0 += 32) {
-    const long long j = j0 + lane;
-    const bool active = j < C;
     unsigned nonbase_round;  // bit k: chunk j0 + k is not stored in its base pattern
     if (list_header) {
       if (fixed_rounds && next_listed >= j0 + 32) {
@@ -334,37 +337,14 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
                             : bitmap_base_rounds<Word>(src, r, C, lane);
         if (count > max_stretch) count = max_stretch;
       }
-      bitpos = decode_base_rounds<Word>(stream, pat, prefix, rbits, r, count, C, bitpos, dst,
-                                        row_bytes, unit, lane);
+      at.free_at = decode_base_rounds<Word>(stream, pat, prefix, rbits, r, count, C, at.free_at,
+                                            dst, row_bytes, unit, lane);
       j0 += (count - 1) * 32;
       continue;
     }
-    const int nonbase = (int)((nonbase_round >> lane) & 1u);
-    const int s = nonbase ? (int)__ldg(pat.sel + j) : 0;
-    const int sel_incl = warp_inclusive_scan(s, lane);
-    const int sel_total = __shfl_sync(IBP_FULL_MASK, sel_incl, 31);
-    Word m = 0, bv = 0;
-    int nbits = 0;
-    if (active) {
-      if (nonbase) {
-        const unsigned v = (unsigned)read_bits<Word>(stream, sel_end - (u64)sel_incl, s);
-        const unsigned a = __ldg(pat.alt_base + j) + v;
-        m = __ldg(pat.alt_mask + a);
-        bv = __ldg(pat.alt_bitval + a);
-      } else {
-        m = pat.mask[j];
-        bv = pat.bitval[j];
-      }
-      nbits = W - WordOps<Word>::popc(m);
-    }
-    const int incl = warp_inclusive_scan(nbits, lane);
-    const int round_bits = __shfl_sync(IBP_FULL_MASK, incl, 31);
-    if (active) {
-      const Word v = read_bits<Word>(stream, bitpos + (u64)(incl - nbits), nbits);
-      store_chunk<Word>(dst, j, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
-    }
-    bitpos += (u64)round_bits;
-    sel_end -= (u64)sel_total;
+    const long long j = j0 + lane;
+    decode_chunks<Word>(stream, pat, j < C, (nonbase_round >> lane) & 1u, j, &at, dst,
+                        row_bytes, unit, lane);
   }
 }
 
