@@ -216,7 +216,6 @@ def test_read_only_and_non_contiguous_input():
     assert_bits_equal(compress(t).decode(), t.contiguous())
 
 
-
 def test_kernels_see_one_argument_layout_per_element_type(monkeypatch):
     """Every input form reaches each numba kernel with the same array layouts and flags for the
     same element types: any other would be one more compile of the kernel, which costs tens
@@ -254,6 +253,7 @@ def test_kernels_see_one_argument_layout_per_element_type(monkeypatch):
         by_types = collections.Counter(tuple(str(getattr(t, "dtype", t)) for t in s)
                                        for s in signatures)
         assert max(by_types.values()) == 1, (name, sorted(map(str, signatures)))
+
 
 def test_allocator_receives_the_payload():
     seen = []

@@ -185,7 +185,6 @@ def test_bad_index_types():
     assert_bit_exact(dev.gather(np.array([3, 4], np.uint32)), cm, [3, 4])
 
 
-
 def test_bad_blocks_per_sm():
     cm = compress(make(torch.float32, (10, 4)), chunk_bits=32)
     for bad in (0, -1, 2.0, True, "5", 2048 // 256 + 1):
@@ -193,6 +192,7 @@ def test_bad_blocks_per_sm():
             gpu.DeviceCompressedMatrix(cm, DEV, blocks_per_sm=bad)
     with pytest.raises(ValueError, match="blocks_per_sm"):
         gpu.DeviceCompressedMatrix(cm, DEV, threads=512, blocks_per_sm=5)
+
 
 def test_unchecked_bad_index_is_zero_and_safe():
     cm = compress(make(torch.float32, (50, 8)), chunk_bits=32)

@@ -46,7 +46,6 @@ def test_entry_points_exported(source):
         assert f".entry {k}(" in ptx, k
 
 
-
 def test_register_capped_decode_compiles():
     # DeviceCompressedMatrix(blocks_per_sm=n) compiles the decode kernels with these settings
     src = gpu.load_source(gpu.cuda_dir() / "ibp_decode.cu")
@@ -80,6 +79,7 @@ def test_load_kernels_compiles_each_variant_once(monkeypatch):
     assert compiled.count(capped) == 1 and len(compiled) == len(gpu.kernel_sources()) + 1
     assert gpu._module("ibp_decode.cu", gpu.decode_defines(gpu.DECODE_THREADS, 5)).options == capped
     assert gpu.decode_defines(gpu.DECODE_THREADS, None) == ()
+
 
 def test_cuda_dir_override(tmp_path, monkeypatch):
     (tmp_path / "bad.cu").write_text('extern "C" __global__ void k() { this is not C++; }')
