@@ -798,30 +798,22 @@ def _encode_row(words, i, num_chunks, w, kinds, num_kinds, sel_bits, alt_start, 
         q, acc, held = _append(payload, q, acc, held, np.uint64(num_listed), count_bits, w)
         for e in range(num_listed):
             q, acc, held = _append(payload, q, acc, held, np.uint64(listed[e]), pos_bits, w)
-    if list_header and not base_free[groups[i]]:
-        # only the listed chunks write anything (what the loop below writes, without
-        # visiting every chunk)
-        for e in range(num_listed):
-            c = listed[e]
-            x = np.uint64(words[i, c])
-            p, sel_at = _write_selector(payload, base, sel_at, x, kinds[first + c], num_kinds,
-                                        sel_bits, alt_start, slot_mask, slot_bitval, slot_free,
-                                        w)
-            q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
-                                       run_count, w)
-    else:
-        for c in range(num_chunks):
-            x = np.uint64(words[i, c])
-            k = kinds[first + c]
-            p = k
-            if (x & pat_mask[k]) == pat_bitval[k]:
-                if not list_header:
-                    payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
-            else:
-                p, sel_at = _write_selector(payload, base, sel_at, x, k, num_kinds, sel_bits,
-                                            alt_start, slot_mask, slot_bitval, slot_free, w)
-            q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
-                                       run_count, w)
+    # with a list header and a base without free bits, only the listed chunks write anything:
+    # visit those alone
+    listed_only = list_header and not base_free[groups[i]]
+    for e in range(num_listed if listed_only else num_chunks):
+        c = listed[e] if listed_only else e
+        x = np.uint64(words[i, c])
+        k = kinds[first + c]
+        p = k
+        if (x & pat_mask[k]) == pat_bitval[k]:
+            if not list_header:
+                payload[start + (c >> _word_shift(w))] |= _U1 << np.uint64(c & (w - 1))
+        else:
+            p, sel_at = _write_selector(payload, base, sel_at, x, k, num_kinds, sel_bits,
+                                        alt_start, slot_mask, slot_bitval, slot_free, w)
+        q, acc, held = _write_free(payload, q, acc, held, x, p, pat_free, run_start, run_len,
+                                   run_count, w)
     if held:
         payload[q] = np.uint64(payload[q]) | _shl(acc, w - held)
 
@@ -933,22 +925,18 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
     count_bits, pos_bits = _list_bits(num_chunks)
     group_bits = _bit_length(num_groups - 1)
     for task in nb.prange((b_count + ROW_BLOCK - 1) // ROW_BLOCK):
-        # a segment's visited chunks and their patterns, picked before any free bits are read
-        visited = np.empty(SEGMENT, np.int64)
-        chosen = np.empty(SEGMENT, np.int64)
         for i in range(task * ROW_BLOCK, min(b_count, (task + 1) * ROW_BLOCK)):
             _decode_row(payload, starts[i], ends[i], num_chunks, w, kinds, sel_bits, num_kinds,
                         alt_start, pat_mask, pat_bitval, pat_free, run_start, run_len,
                         run_count, list_header, header, count_bits, pos_bits, group_bits,
-                        segment_free, bitval_row, use_pdep, out, i, pieces, unit_bits, visited,
-                        chosen)
+                        segment_free, bitval_row, use_pdep, out, i, pieces, unit_bits)
 
 
 @nb.njit(inline="always")
 def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, alt_start,
                 pat_mask, pat_bitval, pat_free, run_start, run_len, run_count, list_header,
                 header, count_bits, pos_bits, group_bits, segment_free, bitval_row, use_pdep,
-                out, i, pieces, unit_bits, visited, chosen):
+                out, i, pieces, unit_bits):
     if end - start == num_chunks:
         for c in range(num_chunks):
             _store_chunk(out, i, c, np.uint64(payload[start + c]), pieces, unit_bits)
@@ -959,15 +947,20 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
     first = group * num_chunks
     for u in range(out.shape[1]):
         out[i, u] = bitval_row[group, u]
-    sel_at = (end - base) * w  # where the last selector read starts: the row's end at first
+    # selectors are read backward from the row's last word, which the stream ends with: the
+    # unread ones among the low ``tail_bits`` bits of ``tail``, then in words from ``tail_q``
+    # down (a few bits each: two loads and shifts per selector cost more than these)
+    tail = _U0
+    tail_bits = 0
+    tail_q = end - 1
     listed_done = 0
     for g in range((num_chunks + SEGMENT - 1) // SEGMENT):
         c0, _, nonbase, listed_done = _segment(payload, start, g, num_chunks, w, list_header,
                                                listed, listed_done, group_bits + count_bits,
                                                pos_bits)
-        # the segment's patterns first, then its free bits
+        # selectors come from the stream's end and free bits from its front, so each chunk is
+        # decoded in one step, in column order
         todo = nonbase | (segment_free[group, g] & ~nonbase)
-        count = 0
         while todo:
             b = _lowest_bit(todo)
             todo &= todo - _U1
@@ -975,13 +968,18 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
             p = k
             if (nonbase >> np.uint64(b)) & _U1:
                 s = sel_bits[k]
-                sel_at -= s
-                p = num_kinds + alt_start[k] + np.int64(_read(payload, base, sel_at, s, w))
-            visited[count] = c0 + b
-            chosen[count] = p
-            count += 1
-        for e in range(count):
-            p = chosen[e]
+                if tail_bits >= s:
+                    v = tail & ((_U1 << np.uint64(s)) - _U1)
+                    tail >>= np.uint64(s)
+                    tail_bits -= s
+                else:  # (bits above tail_bits are zero: tail only ever shifts right)
+                    word = np.uint64(payload[tail_q])
+                    tail_q -= 1
+                    need = np.uint64(s - tail_bits)
+                    v = tail | ((word & ((_U1 << need) - _U1)) << np.uint64(tail_bits))
+                    tail = word >> need
+                    tail_bits = w - (s - tail_bits)
+                p = num_kinds + alt_start[k] + np.int64(v)
             length = pat_free[p]
             v = _read(payload, base, pos, length, w)
             pos += length
@@ -998,7 +996,7 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
                     x |= (v & ((_U1 << rl) - _U1)) << np.uint64(run_start[p, r])
                     v >>= rl
                 v = x
-            _store_chunk(out, i, visited[e], v, pieces, unit_bits)
+            _store_chunk(out, i, c0 + b, v, pieces, unit_bits)
 
 
 @nb.njit(inline="always")
