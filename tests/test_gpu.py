@@ -33,13 +33,17 @@ def as_bytes(t: torch.Tensor) -> np.ndarray:
     return byte_view(t).cpu().numpy()
 
 
+def assert_same_bytes(got: torch.Tensor, expected: torch.Tensor):
+    # compared on got's device (a batch can be hundreds of MB); numpy only reports a mismatch
+    if not torch.equal(byte_view(got), byte_view(expected).to(got.device)):
+        np.testing.assert_array_equal(as_bytes(got), as_bytes(expected))
+        raise AssertionError("the bit patterns differ")
+
+
 def assert_bit_exact(got: torch.Tensor, cm, idx):
     ref = cm.decode(np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, np.int64))
     assert got.is_cuda and got.dtype == ref.dtype and tuple(got.shape) == tuple(ref.shape)
-    # compared on the device (a batch can be hundreds of MB); numpy only reports a mismatch
-    if not torch.equal(byte_view(got), byte_view(ref).to(got.device)):
-        np.testing.assert_array_equal(as_bytes(got), as_bytes(ref))
-        raise AssertionError("the bit patterns differ")
+    assert_same_bytes(got, ref)
 
 
 def special_floats(rng, shape, dtype):
@@ -154,7 +158,8 @@ def test_datasets_bit_exact(path, w):
         assert_bit_exact(other.gather(idx.to(DEV)), cm, idx)
     full = torch.arange(n, device=DEV)
     got = gpu.DeviceCompressedMatrix(cm, DEV).gather(full)
-    np.testing.assert_array_equal(as_bytes(got), as_bytes(torch.from_numpy(x)))
+    assert got.shape == x.shape
+    assert_same_bytes(got, torch.from_numpy(x))
 
 
 @pytest.mark.parametrize("bad", [-1, 100, 10**12])
