@@ -9,8 +9,9 @@
 #   pca     configs/gpu_scaled_pca.yaml (dense)       -> bench/results/train-pca-<card>-<date>.json
 #   profile the decode kernel under Nsight Compute    -> bench/results/profile-<card>-<date>.txt
 #           (only when named: about a minute more)
-# then a short table. Usage: scripts/device_check.sh [STAGE ...] (default: all but profile, in
-# this order).
+# then a short table. Usage: scripts/device_check.sh [STAGE ...]. The default, facts tests
+# bench, is the GPU check itself (meant to finish in under 5 minutes); name the other stages to
+# add them (all of them: facts tests bench train loader pca profile).
 # Each stage has its own time limit; all of them together stay under 10 minutes. Datasets
 # come from $IBP_GNN_DATA, else .data/ (see scripts/stage_device_data.sh), else
 # ../shared/datasets. Results and the log (bench/results/device-check-<card>-<date>.log) are
@@ -24,7 +25,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 if [ -z "${IBP_GNN_DATA:-}" ] && [ -d .data/normalized ]; then export IBP_GNN_DATA="$PWD/.data"; fi
-stages=${*:-facts tests bench train loader pca}
+stages=${*:-facts tests bench}
 mkdir -p bench/results
 card=$($PY -c "import torch, re; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda.get_device_name()).strip('-').lower())" 2>/dev/null || echo unknown)
 day=$(date +%Y%m%d)${RUN_TAG:+-$RUN_TAG}
@@ -157,12 +158,16 @@ if has profile; then
 fi
 
 stage "summary"
-$PY - "$bench_json" "$train_json" "$pca_json" <<'PY' || true
+trains=()
+if has train; then trains+=("$train_json"); fi
+if has pca; then trains+=("$pca_json"); fi
+$PY - "$(has bench && echo "$bench_json")" "${trains[@]}" <<'PY' || true
 import json, sys
 from ibp_gnn.bench_gpu import _table
 bench, *trains = sys.argv[1:]
 try:
-    print(_table(json.load(open(bench))))
+    if bench:
+        print(_table(json.load(open(bench))))
 except (OSError, KeyError, ValueError) as e:
     print(f"{bench}: {e}")
 for train in trains:
