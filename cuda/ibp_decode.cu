@@ -218,9 +218,9 @@ __device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n,
 
 // Decode a row whose group's base patterns have no free bits (every chunk that matches its
 // base pattern is its bit value): the row is written with the bit values, then only the
-// chunks that miss their base patterns ("entries") are decoded over them, 32 entries at a time for a list header, a round at a time
-// (skipping rounds without entries) for a bitmap. In sparse rows that is a few steps of work
-// instead of one per 32 chunks.
+// chunks that miss their base patterns ("entries") are decoded over them, 32 entries at a time
+// for a list header, a round at a time (skipping rounds without entries) for a bitmap. In
+// sparse rows that is a few steps of work instead of one per 32 chunks.
 // With zero_fill the group's bit values are all zero (bag-of-words rows), so the row is
 // cleared with wide stores and no loads.
 template <typename Word>

@@ -527,6 +527,18 @@ def _list_bits(num_chunks):
     return _bit_length(num_chunks), max(1, _bit_length(num_chunks - 1))
 
 
+@nb.njit(inline="always")
+def _row_fields(num_chunks, w, list_header, num_groups):
+    """``(header, count_bits, pos_bits, group_bits, prefix)`` of an encoded row: its header
+    words, a list header's field widths, the group id's bits, and the stream bits before its
+    list entries or free bits (group id and list count)."""
+    header = 0 if list_header else (num_chunks + w - 1) // w
+    count_bits, pos_bits = _list_bits(num_chunks)
+    group_bits = _bit_length(num_groups - 1)
+    return header, count_bits, pos_bits, group_bits, group_bits + (count_bits if list_header
+                                                                    else 0)
+
+
 #: Free bits of an alternative slot that matches nothing (above any real chunk's bits).
 NO_MATCH = 1 << 30
 
@@ -604,9 +616,8 @@ def row_words(words, num_chunks, chunk_bits, kinds, sel_bits, slot_mask, slot_bi
     """
     n = words.shape[0]
     w = chunk_bits
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    prefix = _bit_length(num_groups - 1) + (count_bits if list_header else 0)
+    header, count_bits, pos_bits, _, prefix = _row_fields(num_chunks, w, list_header,
+                                                          num_groups)
     no_limit = (num_chunks * (w + 8 + pos_bits)) + 1
     for task in nb.prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
         hint = 0
@@ -725,6 +736,22 @@ def _read(payload, base, pos, n, w):
 
 
 @nb.njit(inline="always")
+def _read_back(payload, tail, tail_bits, tail_q, n, w):
+    """The ``n <= w`` stream bits that end where the last read ended, reading a row's stream
+    backward from its last word: ``(bits, tail, tail_bits, tail_q)``. The unread bits are the
+    low ``tail_bits`` bits of ``tail`` (the bits above them are zero: it only shifts right),
+    then the words from ``payload[tail_q]`` down: start with ``tail = tail_bits = 0`` and
+    ``tail_q`` the row's last word. Selectors are a few bits each, so most reads are a shift
+    and a mask, where :func:`_read` costs two loads and six shifts."""
+    if tail_bits >= n:
+        return tail & _low(n), _shr(tail, n), tail_bits - n, tail_q
+    word = np.uint64(payload[tail_q])
+    need = n - tail_bits
+    bits = tail | ((word & _low(need)) << np.uint64(tail_bits))
+    return bits, _shr(word, need), w - need, tail_q - 1
+
+
+@nb.njit(inline="always")
 def _extract(x, p, run_start, run_len, run_count):
     """The free bits of ``x`` under pattern ``p``, most significant first."""
     v = _U0
@@ -751,9 +778,8 @@ def encode_rows(words, num_chunks, chunk_bits, kinds, sel_bits, alt_start, slot_
     n = words.shape[0]
     w = chunk_bits
     num_kinds = sel_bits.shape[0]
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    group_bits = _bit_length(num_groups - 1)
+    header, count_bits, pos_bits, group_bits, _ = _row_fields(num_chunks, w, list_header,
+                                                              num_groups)
     # groups with a base pattern that leaves bits free: a listed row of any other group only
     # writes its listed chunks (sparse rows: a few of thousands)
     base_free = np.zeros(num_groups, np.bool_)
@@ -921,9 +947,8 @@ def decode_rows(payload, starts, ends, num_chunks, chunk_bits, kinds, sel_bits, 
     num_kinds = sel_bits.shape[0]
     unit_bits = out.itemsize * 8
     pieces = w // unit_bits
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    group_bits = _bit_length(num_groups - 1)
+    header, count_bits, pos_bits, group_bits, _ = _row_fields(num_chunks, w, list_header,
+                                                              num_groups)
     for task in nb.prange((b_count + ROW_BLOCK - 1) // ROW_BLOCK):
         for i in range(task * ROW_BLOCK, min(b_count, (task + 1) * ROW_BLOCK)):
             _decode_row(payload, starts[i], ends[i], num_chunks, w, kinds, sel_bits, num_kinds,
@@ -947,9 +972,7 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
     first = group * num_chunks
     for u in range(out.shape[1]):
         out[i, u] = bitval_row[group, u]
-    # selectors are read backward from the row's last word, which the stream ends with: the
-    # unread ones among the low ``tail_bits`` bits of ``tail``, then in words from ``tail_q``
-    # down (a few bits each: two loads and shifts per selector cost more than these)
+    # selectors are read backward from the row's last word, which the stream ends with
     tail = _U0
     tail_bits = 0
     tail_q = end - 1
@@ -967,18 +990,8 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
             k = kinds[first + c0 + b]
             p = k
             if (nonbase >> np.uint64(b)) & _U1:
-                s = sel_bits[k]
-                if tail_bits >= s:
-                    v = tail & ((_U1 << np.uint64(s)) - _U1)
-                    tail >>= np.uint64(s)
-                    tail_bits -= s
-                else:  # (bits above tail_bits are zero: tail only ever shifts right)
-                    word = np.uint64(payload[tail_q])
-                    tail_q -= 1
-                    need = np.uint64(s - tail_bits)
-                    v = tail | ((word & ((_U1 << need) - _U1)) << np.uint64(tail_bits))
-                    tail = word >> need
-                    tail_bits = w - (s - tail_bits)
+                v, tail, tail_bits, tail_q = _read_back(payload, tail, tail_bits, tail_q,
+                                                        sel_bits[k], w)
                 p = num_kinds + alt_start[k] + np.int64(v)
             length = pat_free[p]
             v = _read(payload, base, pos, length, w)
@@ -997,18 +1010,6 @@ def _decode_row(payload, start, end, num_chunks, w, kinds, sel_bits, num_kinds, 
                     v >>= rl
                 v = x
             _store_chunk(out, i, c0 + b, v, pieces, unit_bits)
-
-
-@nb.njit(inline="always")
-def _row_fields(num_chunks, w, list_header, num_groups):
-    """``(header, count_bits, pos_bits, group_bits, prefix)`` of an encoded row: its header
-    words, a list header's field widths, the group id's bits, and the stream bits before its
-    list entries or free bits (group id and list count)."""
-    header = 0 if list_header else (num_chunks + w - 1) // w
-    count_bits, pos_bits = _list_bits(num_chunks)
-    group_bits = _bit_length(num_groups - 1)
-    return header, count_bits, pos_bits, group_bits, group_bits + (count_bits if list_header
-                                                                    else 0)
 
 
 @nb.njit(cache=True, nogil=True)
