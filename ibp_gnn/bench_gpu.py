@@ -52,6 +52,48 @@ def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
+def _time_cuda_pipelined(fn, repeats: int, calls: int = 8) -> float:
+    """Median seconds per call of ``calls`` back-to-back ``fn()`` between two CUDA events, the
+    first event queued behind one more call: the time per call of a loop that runs ahead of
+    the device, where each call's host-side launch overlaps the device work before it. It is
+    the larger of the device time and the host time per call."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        fn()
+        a.record()
+        for _ in range(calls):
+            fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / calls)
+    return float(np.median(times))
+
+
+def _host_seconds(fn, repeats: int, calls: int = 8) -> float:
+    """Median host seconds per ``fn()`` call, the device not waited for: the launch cost on
+    the host alone (validation off, so nothing in ``fn`` waits for the device)."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls)
+        torch.cuda.synchronize()
+    return float(np.median(times))
+
+
+def _launch_costs(fn, repeats: int) -> dict:
+    """Seconds per call of ``fn`` back to back and on the host alone (see above)."""
+    return {"pipelined_seconds": _time_cuda_pipelined(fn, repeats),
+            "host_seconds": _host_seconds(fn, repeats)}
+
+
 def _time_wall(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -168,6 +210,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             key = f"ibp_{location}_{'sorted' if sort else 'unsorted'}"
             rec[key] = rates(t)
         if location == "pinned":
+            rec["ibp_pinned_unsorted"].update(
+                _launch_costs(lambda: dev.gather(idx, check=False), repeats))
             # what filling rows with their base bit values gains over decoding every round;
             # without it, what decoding runs of all-base rounds together gains over one round
             # at a time, and what the all-base rounds' fixed offsets gain over the general way
@@ -239,6 +283,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
         t = _time_cuda(lambda: same.gather(idx, sort=sort, check=False), repeats)
         rec[f"raw_same_size_{'sorted' if sort else 'unsorted'}"] = {
             "row_bytes": avg, "seconds": t, "GBps": b * avg / t / GB}
+    rec["raw_same_size_unsorted"].update(
+        _launch_costs(lambda: same.gather(idx, check=False), repeats))
     del same, pool, cm
     gc.collect()
     return rec
@@ -300,6 +346,29 @@ def _table(res: dict) -> str:
                  "of the extended rows' size against the basic format's physical GB/s); "
                  "roof = device memory write GB/s / ratio, the most physical GB/s any "
                  "decoder writing the decoded rows can reach")
+    launch = [d for d in res["datasets"]
+              if "host_seconds" in d.get("ibp_pinned_unsorted", {})
+              and "host_seconds" in d.get("raw_same_size_unsorted", {})]
+    if launch:
+        lines.append(f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
+                     f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
+                     f"{'phys/sz b2b':>11s}")
+    for d in launch:
+        ibp, same = d["ibp_pinned_unsorted"], d["raw_same_size_unsorted"]
+        phys_b2b = ibp["physical_GBps"] * ibp["seconds"] / ibp["pipelined_seconds"]
+        same_b2b = same["GBps"] * same["seconds"] / same["pipelined_seconds"]
+        lines.append(
+            f"{d['dataset']:32s} {ibp['physical_GBps'] / same['GBps']:7.2f} "
+            f"{ibp['host_seconds'] * 1e6:7.1f} {ibp['pipelined_seconds'] * 1e6:7.1f} "
+            f"{phys_b2b:8.1f} {same['host_seconds'] * 1e6:7.1f} "
+            f"{same['pipelined_seconds'] * 1e6:7.1f} {same_b2b:7.1f} "
+            f"{phys_b2b / same_b2b:11.2f}")
+    if launch:
+        lines.append("phys/sz = ibp phys / raw=sz, one call at a time on an idle device (the "
+                     "table above); host us = host microseconds per call (launch cost, the "
+                     "device not waited for); b2b us = microseconds per call of calls queued "
+                     "back to back, host launches overlapping device work; phys b2b, sz GB/s "
+                     "= physical GB/s of ibp and raw=sz back to back; sz = the raw=sz gather")
     return "\n".join(lines)
 
 

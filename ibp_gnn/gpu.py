@@ -208,13 +208,23 @@ def is_available() -> bool:
 _streams: dict = {}
 
 
+def _current_stream_handle(device: torch.device) -> int:
+    """Handle of torch's current stream on ``device``. Through torch's raw accessor where the
+    build has one: ``torch.cuda.current_stream`` builds a Python stream object on every call,
+    a few microseconds of each gather's launch."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return int(raw(device.index))
+    return torch.cuda.current_stream(device).cuda_stream
+
+
 def _cupy_stream(device: torch.device):
     """CuPy view of torch's current stream on ``device`` (cached per stream handle)."""
-    cp = _cupy()
-    ts = torch.cuda.current_stream(device)
-    key = (device.index, ts.cuda_stream)
+    key = (device.index, _current_stream_handle(device))
     s = _streams.get(key)
     if s is None:
+        cp = _cupy()
+        ts = torch.cuda.current_stream(device)
         if hasattr(cp.cuda.Stream, "from_external"):
             try:
                 s = cp.cuda.Stream.from_external(ts)
@@ -734,6 +744,7 @@ class DeviceCompressedMatrix:
         while not self._stage and warps * self._cap_words * ws > optin and self._cap_words > 32:
             self._cap_words //= 2
         self._smem = (mask_bytes if self._stage else 0) + warps * self._cap_words * ws
+        self._launch_plans: dict = {}
 
     @property
     def payload_bytes(self) -> int:
@@ -755,29 +766,43 @@ class DeviceCompressedMatrix:
         if idx is None:
             return out
         b = idx.numel()
-        name = (f"ibp_decode_w{self.chunk_bits}_i{32 if idx.dtype == torch.int32 else 64}"
-                f"_o{self._offset_bits}")
-        kernel = _kernel("ibp_decode.cu", name, self.device.index,
-                         decode_defines(self.threads, self.blocks_per_sm))
-        warps = self.threads // 32
-        grid = _grid(self.device, b, warps, self.threads, self._smem, kernel)
-        args = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
-                _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
-                _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
-                _ptr(self._alt_bitval),
-                _ptr(None if not self.fill_base else
-                     self._fill_groups_zero if self.zero_fill else self._fill_groups),
-                _ptr(self._base_prefix if self.fixed_rounds else None),
-                _ptr(self._round_bits if self.fixed_rounds else None),
-                _i64(MAX_STRETCH_ROUNDS if self.stretch else 1),
-                _i32(self._list_header), _i32(self._num_groups),
-                _i64(self.num_rows), _i64(self.num_chunks), _ptr(idx), _ptr(pos), _i64(b),
-                _ptr(out), _i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
-                _i64(self._cap_words))
+        kernel, head, tail = self._launch_plan(idx.dtype)
+        grid = _grid(self.device, b, self.threads // 32, self.threads, self._smem, kernel)
+        args = head + (_ptr(idx), _ptr(pos), _i64(b), _ptr(out)) + tail
         _launch(kernel, self.device, grid, self.threads, args, self._smem)
         return out.view(self.dtype).view((b,) + self.row_shape)
 
     __call__ = gather
+
+    def _launch_plan(self, index_dtype: torch.dtype) -> tuple:
+        """``(kernel, head, tail)`` for a gather with indices of ``index_dtype``: the decode
+        kernel and its arguments before and after the per-call ones (index, positions, row
+        count, output), built once per setting of the public decode switches. A gather of a
+        few thousand short rows takes tens of microseconds on the device, so converting two
+        dozen constant arguments on every call would be a visible share of it."""
+        settings = (index_dtype, self.blocks_per_sm, self.fill_base, self.zero_fill,
+                    self.fixed_rounds, self.stretch)
+        plan = self._launch_plans.get(settings)
+        if plan is None:
+            name = (f"ibp_decode_w{self.chunk_bits}_i{32 if index_dtype == torch.int32 else 64}"
+                    f"_o{self._offset_bits}")
+            kernel = _kernel("ibp_decode.cu", name, self.device.index,
+                             decode_defines(self.threads, self.blocks_per_sm))
+            fill = (None if not self.fill_base else
+                    self._fill_groups_zero if self.zero_fill else self._fill_groups)
+            head = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
+                    _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
+                    _ptr(self._sel), _ptr(self._alt_base), _ptr(self._alt_mask),
+                    _ptr(self._alt_bitval), _ptr(fill),
+                    _ptr(self._base_prefix if self.fixed_rounds else None),
+                    _ptr(self._round_bits if self.fixed_rounds else None),
+                    _i64(MAX_STRETCH_ROUNDS if self.stretch else 1),
+                    _i32(self._list_header), _i32(self._num_groups),
+                    _i64(self.num_rows), _i64(self.num_chunks))
+            tail = (_i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
+                    _i64(self._cap_words))
+            plan = self._launch_plans[settings] = (kernel, head, tail)
+        return plan
 
 
 # -- uncompressed rows -----------------------------------------------------------------------

@@ -27,3 +27,22 @@ def test_table_lists_every_column():
     assert row.split()[-4:] == ["10.0", "0.80", "0.90", "600.0"]
     # bit-value fill, 5 blocks per SM, no fill, 1-round, general
     assert row.split()[6:11] == ["45.0", "42.0", "35.0", "30.0", "25.0"]
+
+
+def test_table_lists_launch_costs():
+    gbps = {"logical_GBps": 40.0, "physical_GBps": 8.0, "seconds": 100e-6}
+    ibp = {**gbps, "host_seconds": 30e-6, "pipelined_seconds": 50e-6}
+    same = {"GBps": 10.0, "seconds": 80e-6, "host_seconds": 20e-6, "pipelined_seconds": 40e-6}
+    d = {"dataset": "normalized/cora", "ratio": 5.0, "ibp_pinned_unsorted": ibp,
+         "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
+         "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
+         "raw_unsorted": {"GBps": 20.0}, "raw_same_size_unsorted": same,
+         "torch_cpu_index_select_to_cuda": {"GBps": 2.0}}
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0, "device_write_GBps": 3000.0},
+           "raw_rows": [], "datasets": [d]}
+    rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
+    assert len(rows) == 2
+    # phys/sz 8/10; ibp 30 us on the host, 50 back to back: 8 GB/s x 100/50 = 16; raw=sz 20
+    # and 40 us: 10 GB/s x 80/40 = 20; 16/20
+    assert rows[1].split()[1:] == ["0.80", "30.0", "50.0", "16.0", "20.0", "40.0", "20.0",
+                                   "0.80"]
