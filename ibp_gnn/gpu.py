@@ -659,15 +659,14 @@ class DeviceCompressedMatrix:
     (default True): rows of a group whose base patterns have no free bits (see
     :func:`fill_groups`) are written with the base bit values and only their other chunks are
     decoded; False decodes them round by round like the others (same output). ``zero_fill``
-    (default True; not yet timed against False on a GPU): such groups whose bit values are all
-    zero are cleared with 16-byte stores and no loads instead of copying their bit values (same
-    output).
-    ``blocks_per_sm`` (default None: 64 registers a thread at most, so 1,024 threads fit an SM;
-    other values not yet measured on a GPU): the decode kernel is compiled so that this many
-    blocks of ``threads`` fit on an SM at once, the compiler capping its registers per thread
-    to fit (spilling if it must): more warps in flight to hide the latency of the payload's
-    reads. Each value is one more compile of the decode kernels (kept in CuPy's on-disk cache;
-    see :func:`load_kernels`).
+    (default True; 0.92x-1.28x the speed of False on an H200, see the README): such groups
+    whose bit values are all zero are cleared with 16-byte stores and no loads instead of
+    copying their bit values (same output). ``blocks_per_sm`` (default None: 64 registers a
+    thread at most, so 1,024 threads fit an SM; 5 ran at 0.73x-1.11x the default's speed on an
+    H200): the decode kernel is compiled so that this many blocks of ``threads`` fit on an SM
+    at once, the compiler capping its registers per thread to fit (spilling if it must): more
+    warps in flight to hide the latency of the payload's reads. Each value is one more
+    compile of the decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
