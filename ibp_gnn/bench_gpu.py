@@ -9,7 +9,9 @@ Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
   bus and miss the caches): IBP gather+decode logical GB/s (decoded bytes delivered) and
   physical GB/s (compressed bytes read), from pinned and from device memory; raw zero-copy gather
   of the uncompressed rows and of rows of the compressed rows' average size; torch CPU
-  ``index_select`` + ``.to(cuda)``; each with unsorted and sorted indices.
+  ``index_select`` + ``.to(cuda)``; each with unsorted and sorted indices. For the IBP
+  gather and the raw gather of compressed-size rows, also the host's launch cost per call and
+  the time per call of calls queued back to back (``host_seconds``, ``pipelined_seconds``).
 """
 from __future__ import annotations
 
