@@ -351,10 +351,11 @@ def _table(res: dict) -> str:
     launch = [d for d in res["datasets"]
               if "host_seconds" in d.get("ibp_pinned_unsorted", {})
               and "host_seconds" in d.get("raw_same_size_unsorted", {})]
-    if launch:
-        lines.append(f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
-                     f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
-                     f"{'phys/sz b2b':>11s}")
+    if not launch:
+        return "\n".join(lines)
+    lines.append(f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
+                 f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
+                 f"{'phys/sz b2b':>11s}")
     for d in launch:
         ibp, same = d["ibp_pinned_unsorted"], d["raw_same_size_unsorted"]
         phys_b2b = ibp["physical_GBps"] * ibp["seconds"] / ibp["pipelined_seconds"]
@@ -365,12 +366,11 @@ def _table(res: dict) -> str:
             f"{phys_b2b:8.1f} {same['host_seconds'] * 1e6:7.1f} "
             f"{same['pipelined_seconds'] * 1e6:7.1f} {same_b2b:7.1f} "
             f"{phys_b2b / same_b2b:11.2f}")
-    if launch:
-        lines.append("phys/sz = ibp phys / raw=sz, one call at a time on an idle device (the "
-                     "table above); host us = host microseconds per call (launch cost, the "
-                     "device not waited for); b2b us = microseconds per call of calls queued "
-                     "back to back, host launches overlapping device work; phys b2b, sz GB/s "
-                     "= physical GB/s of ibp and raw=sz back to back; sz = the raw=sz gather")
+    lines.append("phys/sz = ibp phys / raw=sz, one call at a time on an idle device (the "
+                 "table above); host us = host microseconds per call (launch cost, the "
+                 "device not waited for); b2b us = microseconds per call of calls queued "
+                 "back to back, host launches overlapping device work; phys b2b, sz GB/s "
+                 "= physical GB/s of ibp and raw=sz back to back; sz = the raw=sz gather")
     return "\n".join(lines)
 
 
