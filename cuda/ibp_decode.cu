@@ -26,6 +26,13 @@
 #define IBP_BASE_UNROLL 4
 #endif
 
+// Requests a warp fetches together (see ibp_gather_decode): 1 fetches each row on its own.
+// Each takes a register a lane while its words are in flight; 64-bit chunks fetch half as
+// many.
+#ifndef IBP_DECODE_FETCH_ROWS
+#define IBP_DECODE_FETCH_ROWS 1
+#endif
+
 // Words [0, n) of `src` handed to put(k, word) by the warp, lane k % 32 taking word k: loads
 // are issued IBP_COPY_UNROLL at a time before any is consumed, so a warp keeps several bus
 // transactions in flight instead of one round trip per 128 bytes.
@@ -167,6 +174,34 @@ struct StreamCursors {
   u64 sel_end;  // the next selector ends here
 };
 
+// With IBP_DECODE_SCAN_SHORTCUTS (the default) a scan whose nonzero terms are all equal is
+// a ballot and a popcount instead of five dependent shuffles, and a round without free bits
+// skips their reading: in binary features every chunk's pattern fixes all its bits, so a
+// round of them holds selectors of one width and no free bits. 0 scans every round in full
+// (for comparison).
+#ifndef IBP_DECODE_SCAN_SHORTCUTS
+#define IBP_DECODE_SCAN_SHORTCUTS 1
+#endif
+
+// Inclusive warp scan of x and the warp's total; every lane of the warp must call it.
+__device__ __forceinline__ int warp_scan_with_total(int x, int lane, int* total) {
+#if IBP_DECODE_SCAN_SHORTCUTS
+  const unsigned nonzero = __ballot_sync(IBP_FULL_MASK, x != 0);
+  if (nonzero == 0u) {
+    *total = 0;
+    return 0;
+  }
+  const int x0 = __shfl_sync(IBP_FULL_MASK, x, __ffs((int)nonzero) - 1);
+  if (__all_sync(IBP_FULL_MASK, x == 0 || x == x0)) {
+    *total = x0 * __popc(nonzero);
+    return x0 * __popc(nonzero & ((2u << lane) - 1u));   // lanes 0..lane (2u << 31 is 0)
+  }
+#endif
+  const int incl = warp_inclusive_scan(x, lane);
+  *total = __shfl_sync(IBP_FULL_MASK, incl, 31);
+  return incl;
+}
+
 // Decode the next chunks of a row that hold stream fields, one per active lane: active lanes
 // hold ascending chunk positions `pos` (inactive lanes may sit between them); `nonbase` lanes
 // miss their base pattern and read a selector. Their selectors and free bits are the next ones
@@ -179,7 +214,8 @@ __device__ __forceinline__ void decode_chunks(const Word* stream, const Patterns
                                               long long row_bytes, int unit, int lane) {
   constexpr int W = WordOps<Word>::BITS;
   const int s = active && nonbase ? (int)__ldg(pat.sel + pos) : 0;
-  const int sel_incl = warp_inclusive_scan(s, lane);
+  int sel_total;
+  const int sel_incl = warp_scan_with_total(s, lane, &sel_total);
   Word m = 0, bv = 0;
   int nbits = 0;
   if (active) {
@@ -194,13 +230,20 @@ __device__ __forceinline__ void decode_chunks(const Word* stream, const Patterns
     }
     nbits = W - WordOps<Word>::popc(m);
   }
-  const int incl = warp_inclusive_scan(nbits, lane);
+  at->sel_end -= (u64)sel_total;
+  int free_total;
+  const int incl = warp_scan_with_total(nbits, lane, &free_total);
+#if IBP_DECODE_SCAN_SHORTCUTS
+  if (free_total == 0) {  // every chunk is its pattern's bit values
+    if (active) store_chunk<Word>(dst, pos, bv, row_bytes, unit);
+    return;
+  }
+#endif
   if (active) {
     const Word v = read_bits<Word>(stream, at->free_at + (u64)(incl - nbits), nbits);
     store_chunk<Word>(dst, pos, deposit_bits<Word>(v, (Word)~m, bv), row_bytes, unit);
   }
-  at->free_at += (u64)__shfl_sync(IBP_FULL_MASK, incl, 31);
-  at->sel_end -= (u64)__shfl_sync(IBP_FULL_MASK, sel_incl, 31);
+  at->free_at += (u64)free_total;
 }
 
 // Zero the n bytes at p, 16 bytes per lane and store where p allows, single bytes at the ends.
@@ -392,9 +435,10 @@ __device__ __forceinline__ void ibp_gather_decode(
   const long long warps_per_block = blockDim.x >> 5;
   Word* buf = warp_bufs + warp * cap_words;
 
-  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
-  for (long long b = blockIdx.x * warps_per_block + warp; b < B;
-       b += (long long)gridDim.x * warps_per_block) {
+  // Request b: row index[b] decoded into its output position; words of an encoded row that
+  // fits the warp's buffer are fetched there first (few bus round trips), then decoded from
+  // shared memory.
+  auto decode_request = [&](long long b) {
     const long long row = (long long)__ldg(index + b);
     const long long opos = out_pos ? __ldg(out_pos + b) : b;
     u8* dst = out + opos * row_bytes;
@@ -402,7 +446,7 @@ __device__ __forceinline__ void ibp_gather_decode(
     // even when validation was skipped.
     if (row < 0 || row >= num_rows) {
       for (long long k = lane; k < row_bytes; k += 32) dst[k] = 0;
-      continue;
+      return;
     }
     const u64 start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
     const u64 end = row_offset<Off>(offset_lo, block_base, offset_shift, row + 1);
@@ -412,12 +456,10 @@ __device__ __forceinline__ void ibp_gather_decode(
     if (len == C) {  // stored raw: a straight copy
       warp_copy<Word>(src, C, lane,
                       [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
-      continue;
+      return;
     }
 
     if (len <= cap_words) {
-      // Fetch the whole encoded row with independent coalesced loads (few bus round trips),
-      // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
       decode_encoded_row<Word>(buf, pat, fill_groups, base_prefix, round_bits, max_stretch, len,
@@ -430,7 +472,76 @@ __device__ __forceinline__ void ibp_gather_decode(
                                C, H, num_groups, group_bits, list_header, count_bits, pos_bits,
                                dst, row_bytes, unit, lane);
     }
+  };
+
+  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
+  // Warp g takes requests g, g + T, g + 2T, ... (T warps in the grid).
+  const long long T = (long long)gridDim.x * warps_per_block;
+  const long long first = blockIdx.x * warps_per_block + warp;
+#if IBP_DECODE_FETCH_ROWS <= 1
+  for (long long b = first; b < B; b += T) decode_request(b);
+#else
+  static_assert(IBP_DECODE_FETCH_ROWS <= 32, "a lane looks up each request fetched together");
+  constexpr int fetch =
+      sizeof(Word) > 4 ? (IBP_DECODE_FETCH_ROWS + 1) / 2 : IBP_DECODE_FETCH_ROWS;
+  // The warp's next `fetch` requests at once. Lane k < fetch looks up request b0 + kT; the
+  // encoded rows of up to 32 words among them that fit the buffer together are read with one
+  // load a lane a row, all issued before any is stored, so their bus round trips overlap
+  // instead of following one another. The others go the way of decode_request.
+  for (long long b0 = first; b0 < B; b0 += T * fetch) {
+    const long long b = b0 + (long long)lane * T;
+    const bool mine = lane < fetch && b < B;
+    long long row = -1;
+    u64 start = 0;
+    int words = 0;  // words fetched together for this lane's request (0: not)
+    if (mine) {
+      row = (long long)__ldg(index + b);
+      if (row >= 0 && row < num_rows) {
+        start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
+        const long long len =
+            (long long)(row_offset<Off>(offset_lo, block_base, offset_shift, row + 1) - start);
+        if (len != C && len <= 32) words = (int)len;
+      }
+    }
+    int total;
+    int at = warp_scan_with_total(words, lane, &total);  // inclusive
+    if (at > cap_words) words = 0;  // past the buffer (at only grows with the lane)
+    at -= words;
+    if (total > 0) {  // warp-uniform
+      Word r[fetch];
+#pragma unroll
+      for (int k = 0; k < fetch; ++k) {
+        const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
+        const u64 sk = __shfl_sync(IBP_FULL_MASK, start, k);
+        r[k] = lane < wk ? payload[sk + lane] : (Word)0;
+      }
+#pragma unroll
+      for (int k = 0; k < fetch; ++k) {
+        const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
+        const int ak = __shfl_sync(IBP_FULL_MASK, at, k);
+        if (lane < wk) buf[ak + lane] = r[k];
+      }
+      __syncwarp();
+    }
+    unsigned rest = __ballot_sync(IBP_FULL_MASK, mine && words == 0);
+    for (int k = 0; k < fetch; ++k) {  // warp-uniform
+      const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
+      const int ak = __shfl_sync(IBP_FULL_MASK, at, k);
+      if (wk == 0) continue;
+      const long long bk = b0 + (long long)k * T;
+      const long long opos = out_pos ? __ldg(out_pos + bk) : bk;
+      decode_encoded_row<Word>(buf + ak, pat, fill_groups, base_prefix, round_bits, max_stretch,
+                               wk, C, H, num_groups, group_bits, list_header, count_bits,
+                               pos_bits, out + opos * row_bytes, row_bytes, unit, lane);
+    }
+    __syncwarp();  // decode_request overwrites buf
+    while (rest) {  // warp-uniform
+      const int k = __ffs((int)rest) - 1;
+      rest &= rest - 1u;
+      decode_request(b0 + (long long)k * T);
+    }
   }
+#endif
 }
 
 #define IBP_DECODE_KERNEL(NAME, WORD, INDEX, OFF)                                              \

@@ -36,6 +36,12 @@ GB = 1e9
 #: Blocks of ``gpu.DECODE_THREADS`` per SM the register-capped decode variant asks for (the
 #: default compile, at 64 registers a thread, fits four).
 CAPPED_BLOCKS_PER_SM = 5
+#: Requests a warp fetches together in the ``fetch_rows`` decode variant.
+FETCH_ROWS = 8
+#: The decode variants the benchmark times that are compiled apart from the default kernel
+#: (``DeviceCompressedMatrix`` settings; the device check compiles them up front).
+COMPILED_DECODE_VARIANTS = ({"blocks_per_sm": CAPPED_BLOCKS_PER_SM}, {"scan_shortcuts": False},
+                            {"fetch_rows": FETCH_ROWS})
 
 
 def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
@@ -156,15 +162,19 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
 
 def decode_kernel_resources() -> dict:
     """Registers and local (spill) bytes per thread of a decode kernel (32-bit chunks, int64
-    indices) as loaded on the current device: as compiled by default and capped for
-    ``CAPPED_BLOCKS_PER_SM`` blocks per SM."""
+    indices) as loaded on the current device: as compiled by default, capped for
+    ``CAPPED_BLOCKS_PER_SM`` blocks per SM, without the scan shortcuts, and fetching
+    ``FETCH_ROWS`` requests together."""
     out = {}
-    for blocks in (None, CAPPED_BLOCKS_PER_SM):
+    for key, settings in (("default", {}), *zip(_VARIANT_KEYS, COMPILED_DECODE_VARIANTS)):
         k = gpu._kernel("ibp_decode.cu", "ibp_decode_w32_i64_o32", torch.cuda.current_device(),
-                        gpu.decode_defines(gpu.DECODE_THREADS, blocks))
-        key = "default" if blocks is None else f"blocks_per_sm{blocks}"
+                        gpu.decode_defines(**settings))
         out[key] = {"num_regs": int(k.num_regs), "local_size_bytes": int(k.local_size_bytes)}
     return out
+
+
+# result keys of COMPILED_DECODE_VARIANTS
+_VARIANT_KEYS = (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "full_scans", f"fetch_rows{FETCH_ROWS}")
 
 
 def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMatrix:
@@ -222,8 +232,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             rec["entry_round_share"] = [None if v != v else float(v)
                                         for v in gpu.entry_round_share(cm0)]
             variants = (
-                # the decode kernel with its registers capped so that more blocks share an SM
-                (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", {"blocks_per_sm": CAPPED_BLOCKS_PER_SM}),
+                # the decode kernel with its registers capped so that more blocks share an SM;
+                # every round's selectors and free bits placed by full warp scans; a warp's
+                # requests fetched FETCH_ROWS at a time
+                *zip(_VARIANT_KEYS, COMPILED_DECODE_VARIANTS),
                 # groups whose bit values are all zero filled with them, not cleared with
                 # wide stores
                 ("bitval_fill", {"zero_fill": False}),
@@ -306,9 +318,13 @@ def _table(res: dict) -> str:
             f"{k} {v['num_regs']} / {v['local_size_bytes']}"
             for k, v in res["decode_kernels"].items()))
     capped = f"{CAPPED_BLOCKS_PER_SM} blk/SM"
+    # the decode variants' logical GB/s, in column order: (result key, column)
+    variants = (("bitval_fill", "bv fill"), (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", capped),
+                ("full_scans", "full scn"), (f"fetch_rows{FETCH_ROWS}", f"fetch {FETCH_ROWS}"),
+                ("no_fill", "no fill"),
+                ("round_by_round", "1-round"), ("general_rounds", "general"))
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
-           f"{'ibp dev':>8s} {'bv fill':>8s} {capped:>8s} {'no fill':>8s} {'1-round':>8s} "
-           f"{'general':>8s} "
+           f"{'ibp dev':>8s} " + "".join(f"{col:>8s} " for _, col in variants) +
            f"{'raw':>7s} "
            f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s} {'sz/b':>6s} {'roof':>6s}")
     lines.append(hdr)
@@ -316,10 +332,8 @@ def _table(res: dict) -> str:
         if "error" in d:
             lines.append(f"{d['dataset']:32s} error: {d['error']}")
             continue
-        bitval_fill, capped_log, no_fill, general, one_round = (
-            d.get(f"ibp_pinned_unsorted_{key}", {}).get("logical_GBps", float("nan"))
-            for key in ("bitval_fill", f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "no_fill",
-                        "general_rounds", "round_by_round"))
+        variant_logs = [d.get(f"ibp_pinned_unsorted_{key}", {}).get("logical_GBps", float("nan"))
+                        for key, _ in variants]
         basic = d["ibp_basic_pinned_unsorted"]["physical_GBps"]
         lines.append(
             f"{d['dataset']:32s} {d['ratio']:6.2f} "
@@ -327,7 +341,7 @@ def _table(res: dict) -> str:
             f"{d['ibp_pinned_unsorted']['physical_GBps']:8.1f} "
             f"{d['ibp_pinned_sorted']['logical_GBps']:8.1f} "
             f"{d['ibp_device_unsorted']['logical_GBps']:8.1f} "
-            f"{bitval_fill:8.1f} {capped_log:8.1f} {no_fill:8.1f} {one_round:8.1f} {general:8.1f} "
+            + "".join(f"{v:8.1f} " for v in variant_logs) +
             f"{d['raw_unsorted']['GBps']:7.1f} {d['raw_same_size_unsorted']['GBps']:7.1f} "
             f"{d['torch_cpu_index_select_to_cuda']['GBps']:6.2f} "
             f"{basic:6.1f} {d['ibp_pinned_unsorted']['physical_GBps'] / basic:6.2f} "
@@ -338,6 +352,10 @@ def _table(res: dict) -> str:
                  "of cleared by wide stores; "
                  f"{capped} = ibp log with the decode kernel's registers capped so that "
                  f"{CAPPED_BLOCKS_PER_SM} blocks share an SM; "
+                 "full scn = ibp log with every round's selectors and free bits placed by "
+                 "full warp scans (no shortcuts for equal or zero widths); "
+                 f"fetch {FETCH_ROWS} = ibp log with each warp reading the encoded rows of "
+                 f"{FETCH_ROWS} requests at once; "
                  "no fill = ibp log without rows filled with their base bit values first; "
                  "1-round = no fill, and runs of all-base rounds decoded one round at a time; "
                  "general = no fill, and every round decoded the general way; "

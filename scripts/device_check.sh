@@ -67,9 +67,9 @@ bad = [r for r in gpu.compile_check(archs=("sm_90",)) if not r[2]]   # sm_80 too
 print("compile_check:", "ok" if not bad else bad)
 if gpu.is_available():    # into CuPy's kernel cache, for the tests and benchmarks that follow
     import time
-    from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM
+    from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS
     t = time.perf_counter()
-    gpu.load_kernels(decode_blocks_per_sm=(CAPPED_BLOCKS_PER_SM,))
+    gpu.load_kernels(COMPILED_DECODE_VARIANTS)
     print(f"kernels compiled for this device in {time.perf_counter() - t:.1f} s")
 raise SystemExit(1 if bad or not gpu.is_available() else 0)
 PY

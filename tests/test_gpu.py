@@ -10,7 +10,8 @@ import torch
 
 from ibp_gnn import compress
 from ibp_gnn import gpu
-from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as CAPPED   # compiled by the device check
+# decode variants the device check compiles up front
+from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as CAPPED, FETCH_ROWS as FETCH
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpu.is_available(), reason="needs a CUDA device + CuPy")]
@@ -131,6 +132,8 @@ def test_row_widths(shape, dtype, w):
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
                {"zero_fill": False}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
+               {"scan_shortcuts": False}, {"fetch_rows": FETCH},
+               {"fetch_rows": FETCH, "warp_buffer_bytes": 0},
                {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False},
                {"fixed_rounds": False, "warp_buffer_bytes": 0, "fill_base": False},
@@ -152,6 +155,7 @@ def test_datasets_bit_exact(path, w):
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
         assert_bit_exact(dev.gather(idx.to(torch.int32), sort=True), cm, idx)
     for kw in ({"zero_fill": False}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
+               {"scan_shortcuts": False}, {"fetch_rows": FETCH},
                {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False}):
         other = gpu.DeviceCompressedMatrix(cm, DEV, **kw)

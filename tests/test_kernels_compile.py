@@ -2,9 +2,11 @@
 skipped when NVRTC cannot be loaded."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from ibp_gnn import gpu
+from ibp_gnn import compress, gpu
+from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS, FETCH_ROWS
 
 try:
     from cupy_backends.cuda.libs import nvrtc
@@ -46,12 +48,14 @@ def test_entry_points_exported(source):
         assert f".entry {k}(" in ptx, k
 
 
-def test_register_capped_decode_compiles():
-    # DeviceCompressedMatrix(blocks_per_sm=n) compiles the decode kernels with these settings
+@pytest.mark.parametrize("settings,count", [({"blocks_per_sm": 5}, 2),
+                                            ({"scan_shortcuts": False, "fetch_rows": 8}, 2)])
+def test_decode_variants_compile(settings, count):
+    # DeviceCompressedMatrix(**settings) compiles the decode kernels with these macros
     src = gpu.load_source(gpu.cuda_dir() / "ibp_decode.cu")
     prog = nvrtc.createProgram(src, "ibp_decode.cu", [], [])
-    defines = [f"-D{k}={v}" for k, v in gpu.decode_defines(gpu.DECODE_THREADS, 5)]
-    assert len(defines) == 2
+    defines = [f"-D{k}={v}" for k, v in gpu.decode_defines(**settings)]
+    assert len(defines) == count
     nvrtc.compileProgram(prog, ["--gpu-architecture=sm_90", *gpu.NVRTC_OPTIONS, *defines])
     assert nvrtc.getCUBIN(prog)
 
@@ -71,14 +75,24 @@ def test_load_kernels_compiles_each_variant_once(monkeypatch):
 
     monkeypatch.setattr(gpu, "_cupy", lambda: FakeCupy)
     monkeypatch.setattr(gpu, "_modules", {})
-    gpu.load_kernels(decode_blocks_per_sm=(5,))
-    gpu.load_kernels(decode_blocks_per_sm=(5,))      # held already: not compiled again
+    gpu.load_kernels(COMPILED_DECODE_VARIANTS)
+    gpu.load_kernels([{"blocks_per_sm": 5}])      # held already: not compiled again
     base = tuple(gpu.NVRTC_OPTIONS)
     assert compiled.count(base) == len(gpu.kernel_sources())
     capped = base + (f"-DIBP_DECODE_THREADS={gpu.DECODE_THREADS}", "-DIBP_DECODE_MIN_BLOCKS=5")
-    assert compiled.count(capped) == 1 and len(compiled) == len(gpu.kernel_sources()) + 1
+    full = base + ("-DIBP_DECODE_SCAN_SHORTCUTS=0",)
+    fetch = base + (f"-DIBP_DECODE_FETCH_ROWS={FETCH_ROWS}",)
+    assert compiled.count(capped) == compiled.count(full) == compiled.count(fetch) == 1
+    assert len(compiled) == len(gpu.kernel_sources()) + 3
     assert gpu._module("ibp_decode.cu", gpu.decode_defines(gpu.DECODE_THREADS, 5)).options == capped
-    assert gpu.decode_defines(gpu.DECODE_THREADS, None) == ()
+    assert gpu.decode_defines(gpu.DECODE_THREADS, None) == gpu.decode_defines() == ()
+
+
+@pytest.mark.parametrize("bad", [0, 33, 2.0, True, "8"])
+def test_bad_fetch_rows(bad):
+    cm = compress(np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="fetch_rows"):    # before any device is needed
+        gpu.DeviceCompressedMatrix(cm, "cuda", fetch_rows=bad)
 
 
 def test_cuda_dir_override(tmp_path, monkeypatch):

@@ -83,6 +83,7 @@ static unsigned __ballot_sync(unsigned, int pred) {
   for (int l = 0; l < 32; ++l) b |= all[l] << l;
   return b;
 }
+static bool __all_sync(unsigned, int pred) { return __ballot_sync(0xffffffffu, pred) == 0xffffffffu; }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static inline int __ffs(int x) { return __builtin_ffs(x); }
@@ -158,12 +159,28 @@ EMU_ENCODE(w64, u64)
 }
 
 
+FULL_SCANS = "ibp_decode.cu, full scans"
+
+
+def fetch_lib(n):
+    return f"ibp_decode.cu, fetch {n}"
+
+
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory):
     out = {}
     d = tmp_path_factory.mktemp("emu")
-    for name, wrappers in WRAPPERS.items():
-        src = SHIM + gpu.load_source(gpu.cuda_dir() / name) + wrappers
+    # the decode kernels also as DeviceCompressedMatrix(scan_shortcuts=False) compiles them
+    variants = [(name, name, ()) for name in WRAPPERS]
+    variants.append((FULL_SCANS, "ibp_decode.cu", gpu.decode_defines(scan_shortcuts=False)))
+    # and fetching a warp's requests together (64-bit chunks: half as many), 8 as the
+    # benchmark does and 3, which leaves batches part full
+    variants += [(fetch_lib(n), "ibp_decode.cu", gpu.decode_defines(fetch_rows=n))
+                 for n in (8, 3)]
+    for key, name, defines in variants:
+        wrappers = WRAPPERS[name]
+        src = SHIM + "".join(f"#define {k} {v}\n" for k, v in defines) \
+            + gpu.load_source(gpu.cuda_dir() / name) + wrappers
         tag = hashlib.sha1(src.encode()).hexdigest()[:12]
         cpp = d / f"{Path(name).stem}_{tag}.cpp"
         so = cpp.with_suffix(".so")
@@ -172,7 +189,7 @@ def libs(tmp_path_factory):
                             "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas",
                             "-o", str(so), str(cpp)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-4000:]
-        out[name] = ctypes.CDLL(str(so))
+        out[key] = ctypes.CDLL(str(so))
     return out
 
 
@@ -297,12 +314,20 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
+    # a warp's requests fetched 8 at a time; with a buffer too small for them all
+    fetched = libs[fetch_lib(8)]
+    np.testing.assert_array_equal(emu_decode(fetched, cm, idx), exp)
+    np.testing.assert_array_equal(emu_decode(fetched, cm, idx.astype(np.int32), sort=True), exp)
+    np.testing.assert_array_equal(emu_decode(fetched, cm, idx, cap_bytes=0), exp)
 
 
 @over_cases(CASES)
 def test_emulated_decode_older_paths(libs, name, w, extended):
     cm, idx, exp = _decode_case(name, w, extended)
     lib = libs["ibp_decode.cu"]
+    # every round's fields placed by full warp scans
+    np.testing.assert_array_equal(emu_decode(libs[FULL_SCANS], cm, idx), exp)
+    np.testing.assert_array_equal(emu_decode(libs[FULL_SCANS], cm, idx, fill_base=False), exp)
     # all-base rounds one at a time
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stretch=False, fill_base=False), exp)
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0,
@@ -406,6 +431,62 @@ def test_emulated_decode_reads_every_offset_width(libs):
         wide = dataclasses.replace(cm, offset_lo=cm.offset_lo.astype(dtype))
         assert gpu.device_offset_tables(wide)[0].dtype == dtype
         np.testing.assert_array_equal(emu_decode(libs["ibp_decode.cu"], wide, idx), exp)
+
+
+def test_emulated_decode_rounds_without_free_bits(libs):
+    """Binary features in 64-bit chunks: every pattern of their columns fixes all 64 bits, so
+    their rounds hold selectors of one width and no free bits (the scan shortcuts), next to a
+    round of dense columns that holds both; with and without filled rows and precomputed
+    all-base rounds (then rounds of no selectors with free bits), and with full scans."""
+    rng = np.random.default_rng(3)
+    x = (rng.random((200, 150)) < 0.35).astype(np.float32)
+    x[:, 140:] = rng.standard_normal((200, 10)).astype(np.float32)
+    cm = compress(x, chunk_bits=64)
+    sel, alt_base, alt_mask, _ = gpu.column_alternatives(cm)
+    free_base = gpu._base_free_bits(cm)[0]
+    assert not cm.raw_flags.any() and cm.num_groups == 1
+    assert (free_base[:64] == 0).all() and (free_base[70:] > 0).all()   # rounds 0, 1 and 2
+    assert (sel[:64] > 0).all()
+    fixed = alt_mask == np.uint64(2**64 - 1)      # alternatives without free bits
+    assert all(fixed[alt_base[j]:alt_base[j] + 2 ** sel[j]].any() for j in range(64))
+    idx = np.r_[np.arange(cm.num_rows), np.arange(cm.num_rows)[::-3]]
+    exp = expected_bytes(cm, idx)
+    for lib in (libs["ibp_decode.cu"], libs[FULL_SCANS]):
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
+        np.testing.assert_array_equal(
+            emu_decode(lib, cm, idx, fixed_rounds=False, fill_base=False, stage=False,
+                       cap_bytes=0), exp)
+
+
+@pytest.mark.parametrize("w", [16, 32, 64])
+def test_emulated_decode_fetches_requests_together(libs, w):
+    """A warp's requests fetched several at a time: short encoded rows (fetched together),
+    encoded rows of over 32 words, raw rows and out-of-range indices (each on its own) in
+    one batch, batches cut short by the end of the requests, duplicates, sorted requests, and
+    a buffer that holds only part of a batch."""
+    rng = np.random.default_rng(11)
+    x = (rng.random((120, 100)) < 0.03).astype(np.float32)          # short encoded rows
+    x[::7, :80] = rng.standard_normal((18, 80)).astype(np.float32).round(2)     # long ones
+    x[::11] = rng.integers(0, 2**32, (11, 100), np.uint32).view(np.float32)     # raw rows
+    cm = compress(x, chunk_bits=w)
+    words = cm.row_words
+    assert cm.raw_flags.any() and (words[~cm.raw_flags] <= 32).any()
+    assert (words[~cm.raw_flags] > 32).any()
+    for n in (8, 3):
+        lib = libs[fetch_lib(n)]
+        for size in (1, 5, 97, 250):            # 6 warps: batches part full, part empty
+            idx = rng.integers(0, cm.num_rows, size).astype(np.int64)
+            exp = expected_bytes(cm, idx)
+            np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+            np.testing.assert_array_equal(emu_decode(lib, cm, idx, sort=True), exp)
+            np.testing.assert_array_equal(emu_decode(lib, cm, idx, cap_bytes=0, stage=False),
+                                          exp)
+        idx = np.array([0, -1, 3, cm.num_rows, 7, 7, 11, 2] * 4, np.int64)
+        out = emu_decode(lib, cm, idx, grid=1, threads=32)
+        bad = (idx < 0) | (idx >= cm.num_rows)
+        assert not out[bad].any()
+        np.testing.assert_array_equal(out[~bad], expected_bytes(cm, idx[~bad]))
 
 
 def test_emulated_decode_bad_index_writes_zeros(libs):
