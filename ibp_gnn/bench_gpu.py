@@ -42,6 +42,8 @@ FETCH_ROWS = 8
 #: (``DeviceCompressedMatrix`` settings; the device check compiles them up front).
 COMPILED_DECODE_VARIANTS = ({"blocks_per_sm": CAPPED_BLOCKS_PER_SM}, {"scan_shortcuts": False},
                             {"fetch_rows": FETCH_ROWS})
+# their keys in the results
+_VARIANT_KEYS = (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "full_scans", f"fetch_rows{FETCH_ROWS}")
 
 
 def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
@@ -171,10 +173,6 @@ def decode_kernel_resources() -> dict:
                         gpu.decode_defines(**settings))
         out[key] = {"num_regs": int(k.num_regs), "local_size_bytes": int(k.local_size_bytes)}
     return out
-
-
-# result keys of COMPILED_DECODE_VARIANTS
-_VARIANT_KEYS = (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "full_scans", f"fetch_rows{FETCH_ROWS}")
 
 
 def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMatrix:

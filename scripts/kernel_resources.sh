@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Registers and local-memory spills of the decode kernels (ptxas, no GPU needed), as compiled by
 # default, as DeviceCompressedMatrix(blocks_per_sm=N) compiles them (256 threads a block), and
-# as DeviceCompressedMatrix(scan_shortcuts=False) does.
+# as DeviceCompressedMatrix(scan_shortcuts=False) and DeviceCompressedMatrix(fetch_rows=8) do.
 # Usage: scripts/kernel_resources.sh [ARCH [N ...]]   (default: sm_90 5); needs nvcc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
