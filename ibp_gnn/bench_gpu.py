@@ -11,7 +11,9 @@ Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
   of the uncompressed rows and of rows of the compressed rows' average size; torch CPU
   ``index_select`` + ``.to(cuda)``; each with unsorted and sorted indices. For the IBP
   gather and the raw gather of compressed-size rows, also the host's launch cost per call and
-  the time per call of calls queued back to back (``host_seconds``, ``pipelined_seconds``).
+  the time per call of calls queued back to back (``host_seconds``, ``pipelined_seconds``),
+  and both again on batches of ``--train-batch-rows`` rows, the size of a training batch's
+  sampled neighbourhood, where the batches above are smaller (``train_batch``).
 """
 from __future__ import annotations
 
@@ -181,7 +183,11 @@ def tile_compressed(cm: CompressedMatrix, reps: int, allocator) -> CompressedMat
 
 
 def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
-                  check: bool, min_rows: int = 1024) -> dict:
+                  check: bool, min_rows: int = 1024, train_rows: int = 0) -> dict:
+    """One dataset's record (see the module docstring). With ``train_rows`` above the batch's
+    rows, the IBP gather and the raw gather of compressed-size rows are also timed on a batch
+    of ``train_rows`` random rows (``rec["train_batch"]``): the size of a GraphSAGE
+    mini-batch's sampled neighbourhood, where fixed costs per call weigh less."""
     x = np.ascontiguousarray(np.load(path)["x"])
     t0 = time.perf_counter()
     cm0 = compress(x)
@@ -203,9 +209,15 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     rec.update(batch=b, batch_raw_bytes=b * rb, batch_compressed_bytes=comp_bytes)
     ref = cm0.decode((idx[:4096] % n0).cpu().numpy()) if check else None  # tiles repeat rows
 
-    def rates(t: float, stored_bytes: int = comp_bytes) -> dict:
-        return {"seconds": t, "logical_GBps": b * rb / t / GB,
+    def rates(t: float, stored_bytes: int = comp_bytes, rows: int = b) -> dict:
+        return {"seconds": t, "logical_GBps": rows * rb / t / GB,
                 "physical_GBps": stored_bytes / t / GB}
+
+    idx_train = None
+    if train_rows > b:
+        idx_train = torch.randint(0, n, (train_rows,), device="cuda")
+        s_t, e_t = cm.row_offsets(idx_train.cpu().numpy())
+        train_bytes = int((e_t - s_t).sum()) * (cm.chunk_bits // 8)
 
     def spot_check(dev) -> None:
         if check:
@@ -222,6 +234,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
         if location == "pinned":
             rec["ibp_pinned_unsorted"].update(
                 _launch_costs(lambda: dev.gather(idx, check=False), repeats))
+            if idx_train is not None:
+                t = _time_cuda(lambda: dev.gather(idx_train, check=False), repeats)
+                rec["train_batch"] = {"rows": train_rows, "compressed_bytes": train_bytes,
+                                      "ibp_pinned_unsorted": rates(t, train_bytes, train_rows)}
             # what filling rows with their base bit values gains over decoding every round;
             # without it, what decoding runs of all-base rounds together gains over one round
             # at a time, and what the all-base rounds' fixed offsets gain over the general way
@@ -297,6 +313,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             "row_bytes": avg, "seconds": t, "GBps": b * avg / t / GB}
     rec["raw_same_size_unsorted"].update(
         _launch_costs(lambda: same.gather(idx, check=False), repeats))
+    if idx_train is not None:
+        t = _time_cuda(lambda: same.gather(idx_train, check=False), repeats)
+        rec["train_batch"]["raw_same_size_unsorted"] = {
+            "row_bytes": avg, "seconds": t, "GBps": train_rows * avg / t / GB}
     del same, pool, cm
     gc.collect()
     return rec
@@ -364,11 +384,19 @@ def _table(res: dict) -> str:
                  "of the extended rows' size against the basic format's physical GB/s); "
                  "roof = device memory write GB/s / ratio, the most physical GB/s any "
                  "decoder writing the decoded rows can reach")
+    lines += _launch_table(res)
+    lines += _train_batch_table(res)
+    return "\n".join(lines)
+
+
+def _launch_table(res: dict) -> list[str]:
+    """Host launch cost and back-to-back times of the IBP gather and the raw=sz gather."""
     launch = [d for d in res["datasets"]
               if "host_seconds" in d.get("ibp_pinned_unsorted", {})
               and "host_seconds" in d.get("raw_same_size_unsorted", {})]
     if not launch:
-        return "\n".join(lines)
+        return []
+    lines = []
     lines.append(f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
                  f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
                  f"{'phys/sz b2b':>11s}")
@@ -387,7 +415,28 @@ def _table(res: dict) -> str:
                  "device not waited for); b2b us = microseconds per call of calls queued "
                  "back to back, host launches overlapping device work; phys b2b, sz GB/s "
                  "= physical GB/s of ibp and raw=sz back to back; sz = the raw=sz gather")
-    return "\n".join(lines)
+    return lines
+
+
+def _train_batch_table(res: dict) -> list[str]:
+    """The IBP gather against the raw=sz gather on training-sized batches."""
+    rows = [d for d in res["datasets"] if "raw_same_size_unsorted" in d.get("train_batch", {})]
+    if not rows:
+        return []
+    lines = [f"{'dataset':32s} {'rows':>8s} {'ibp phys':>8s} {'raw=sz':>7s} {'phys/sz':>7s} "
+             f"{'batch rows':>10s} {'phys/sz':>7s}"]
+    for d in rows:
+        t = d["train_batch"]
+        ibp, same = t["ibp_pinned_unsorted"], t["raw_same_size_unsorted"]
+        small = d["ibp_pinned_unsorted"]["physical_GBps"] / d["raw_same_size_unsorted"]["GBps"]
+        lines.append(
+            f"{d['dataset']:32s} {t['rows']:8d} {ibp['physical_GBps']:8.1f} {same['GBps']:7.1f} "
+            f"{ibp['physical_GBps'] / same['GBps']:7.2f} {d['batch']:10d} {small:7.2f}")
+    lines.append("training-sized batches: rows = random rows per call; ibp phys, raw=sz = "
+                 "physical GB/s of the IBP gather and GB/s of the raw gather of rows of the "
+                 "compressed average size, one call at a time; phys/sz = their ratio; batch "
+                 "rows, phys/sz = the same for the batches of the tables above")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -406,6 +455,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-batch-rows", type=int, default=1024,
                     help="at least this many rows per batch (a training batch's sampled "
                          "neighbourhood is 10^4-10^5 rows; 64 MB of 27 KB rows is 2,351)")
+    ap.add_argument("--train-batch-rows", type=int, default=1 << 17,
+                    help="also time the IBP gather and the raw gather of compressed-size rows "
+                         "on batches of this many rows where the batch above is smaller (a "
+                         "GraphSAGE batch of 1,024 seeds with fan-out [25, 10] gathers "
+                         "10^5 rows; 0: off)")
     ap.add_argument("--link-bytes", type=float, default=float(1 << 30))
     ap.add_argument("--row-sizes", default="64,128,256,512,1024,2048,4096,8192,16384")
     ap.add_argument("--pool-bytes", type=float, default=2e9,
@@ -465,7 +519,7 @@ def main(argv=None) -> int:
             continue
         try:
             rec = bench_dataset(p, int(args.tile_bytes), int(args.batch_bytes), args.repeats,
-                                not args.no_check, args.min_batch_rows)
+                                not args.no_check, args.min_batch_rows, args.train_batch_rows)
         except Exception as e:  # keep the other datasets' numbers
             rec = {"dataset": f"{p.parent.name}/{p.stem}", "error": f"{type(e).__name__}: {e}"}
         res["datasets"].append(rec)

@@ -52,3 +52,19 @@ def test_table_lists_launch_costs():
     # and 40 us: 10 GB/s x 80/40 = 20; 16/20
     assert rows[1].split()[1:] == ["0.80", "30.0", "50.0", "16.0", "20.0", "40.0", "20.0",
                                    "0.80"]
+
+
+def test_table_lists_training_batches():
+    gbps = {"logical_GBps": 40.0, "physical_GBps": 8.0, "seconds": 100e-6}
+    d = {"dataset": "normalized/cora", "ratio": 5.0, "batch": 16384,
+         "ibp_pinned_unsorted": gbps, "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
+         "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
+         "raw_unsorted": {"GBps": 20.0}, "raw_same_size_unsorted": {"GBps": 10.0},
+         "torch_cpu_index_select_to_cuda": {"GBps": 2.0},
+         "train_batch": {"rows": 131072, "ibp_pinned_unsorted": {**gbps, "physical_GBps": 9.0},
+                         "raw_same_size_unsorted": {"GBps": 10.0}}}
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0}, "raw_rows": [], "datasets": [d]}
+    rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
+    assert len(rows) == 2                          # no launch costs in this record
+    # 131,072 rows: 9 against 10 GB/s; 16,384 rows: 8 against 10
+    assert rows[1].split()[1:] == ["131072", "9.0", "10.0", "0.90", "16384", "0.80"]

@@ -211,6 +211,25 @@ def test_unchecked_bad_index_is_zero_and_safe():
     assert_bit_exact(out[[0, 3]], cm, [1, 2])
 
 
+def test_bench_dataset_record(tmp_path):
+    """The gather benchmark's per-dataset record on a tiny matrix, the training-sized batch
+    included, and its tables (the device check runs the benchmark only after the tests)."""
+    from ibp_gnn import bench_gpu
+    x = (np.random.default_rng(0).random((500, 64)) < 0.05).astype(np.float32)
+    (tmp_path / "normalized").mkdir()
+    path = tmp_path / "normalized" / "tiny.npz"
+    np.savez(path, x=x)
+    rec = bench_gpu.bench_dataset(path, tile_bytes=10**6, batch_bytes=256 * 64, repeats=2,
+                                  check=True, min_rows=256, train_rows=4096)
+    assert rec["batch"] == 256 and rec["train_batch"]["rows"] == 4096
+    for key in ("ibp_pinned_unsorted", "raw_same_size_unsorted"):
+        assert rec[key]["seconds"] > 0 and rec["train_batch"][key]["seconds"] > 0
+    assert all(rec[f"ibp_pinned_unsorted_{k}"]["seconds"] > 0 for k in bench_gpu._VARIANT_KEYS)
+    res = {"card": "x", "link": {"h2d_GBps": 1.0}, "raw_rows": [], "datasets": [rec]}
+    table = bench_gpu._table(res)
+    assert table.count("normalized/tiny") == 3     # the three tables
+
+
 def test_load_kernels():
     gpu.load_kernels()    # every source compiles for this device
     cm = compress(make(torch.float32, (50, 8)), chunk_bits=32)
