@@ -438,19 +438,29 @@ __device__ __forceinline__ void ibp_gather_decode(
   // Request b: row index[b] decoded into its output position; words of an encoded row that
   // fits the warp's buffer are fetched there first (few bus round trips), then decoded from
   // shared memory.
+  auto word_offset = [&](long long row) {  // of the row's first stored word
+    return row_offset<Off>(offset_lo, block_base, offset_shift, row);
+  };
+  auto out_row = [&](long long b) {  // where request b's decoded row goes
+    return out + (out_pos ? (long long)__ldg(out_pos + b) : b) * row_bytes;
+  };
+  // the encoded row of len words at src (the warp's buffer or the payload) decoded into dst
+  auto decode_row = [&](const Word* src, long long len, u8* dst) {
+    decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, len, C,
+                             H, num_groups, group_bits, list_header, count_bits, pos_bits, dst,
+                             row_bytes, unit, lane);
+  };
   auto decode_request = [&](long long b) {
     const long long row = (long long)__ldg(index + b);
-    const long long opos = out_pos ? __ldg(out_pos + b) : b;
-    u8* dst = out + opos * row_bytes;
+    u8* dst = out_row(b);
     // Python validates indices first; this keeps a bad index from reading out of bounds
     // even when validation was skipped.
     if (row < 0 || row >= num_rows) {
       for (long long k = lane; k < row_bytes; k += 32) dst[k] = 0;
       return;
     }
-    const u64 start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
-    const u64 end = row_offset<Off>(offset_lo, block_base, offset_shift, row + 1);
-    const long long len = (long long)(end - start);
+    const u64 start = word_offset(row);
+    const long long len = (long long)(word_offset(row + 1) - start);
     const Word* src = payload + start;
 
     if (len == C) {  // stored raw: a straight copy
@@ -462,15 +472,11 @@ __device__ __forceinline__ void ibp_gather_decode(
     if (len <= cap_words) {
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
-      decode_encoded_row<Word>(buf, pat, fill_groups, base_prefix, round_bits, max_stretch, len,
-                               C, H, num_groups, group_bits, list_header, count_bits, pos_bits,
-                               dst, row_bytes, unit, lane);
+      decode_row(buf, len, dst);
       __syncwarp();  // the next row overwrites buf
     } else {
       // Long rows: decode straight from the payload, one dependent read per round.
-      decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, len,
-                               C, H, num_groups, group_bits, list_header, count_bits, pos_bits,
-                               dst, row_bytes, unit, lane);
+      decode_row(src, len, dst);
     }
   };
 
@@ -491,15 +497,13 @@ __device__ __forceinline__ void ibp_gather_decode(
   for (long long b0 = first; b0 < B; b0 += T * fetch) {
     const long long b = b0 + (long long)lane * T;
     const bool mine = lane < fetch && b < B;
-    long long row = -1;
     u64 start = 0;
     int words = 0;  // words fetched together for this lane's request (0: not)
     if (mine) {
-      row = (long long)__ldg(index + b);
+      const long long row = (long long)__ldg(index + b);
       if (row >= 0 && row < num_rows) {
-        start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
-        const long long len =
-            (long long)(row_offset<Off>(offset_lo, block_base, offset_shift, row + 1) - start);
+        start = word_offset(row);
+        const long long len = (long long)(word_offset(row + 1) - start);
         if (len != C && len <= 32) words = (int)len;
       }
     }
@@ -527,12 +531,7 @@ __device__ __forceinline__ void ibp_gather_decode(
     for (int k = 0; k < fetch; ++k) {  // warp-uniform
       const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
       const int ak = __shfl_sync(IBP_FULL_MASK, at, k);
-      if (wk == 0) continue;
-      const long long bk = b0 + (long long)k * T;
-      const long long opos = out_pos ? __ldg(out_pos + bk) : bk;
-      decode_encoded_row<Word>(buf + ak, pat, fill_groups, base_prefix, round_bits, max_stretch,
-                               wk, C, H, num_groups, group_bits, list_header, count_bits,
-                               pos_bits, out + opos * row_bytes, row_bytes, unit, lane);
+      if (wk != 0) decode_row(buf + ak, wk, out_row(b0 + (long long)k * T));
     }
     __syncwarp();  // decode_request overwrites buf
     while (rest) {  // warp-uniform

@@ -40,12 +40,13 @@ GB = 1e9
 CAPPED_BLOCKS_PER_SM = 5
 #: Requests a warp fetches together in the ``fetch_rows`` decode variant.
 FETCH_ROWS = 8
-#: The decode variants the benchmark times that are compiled apart from the default kernel
-#: (``DeviceCompressedMatrix`` settings; the device check compiles them up front).
-COMPILED_DECODE_VARIANTS = ({"blocks_per_sm": CAPPED_BLOCKS_PER_SM}, {"scan_shortcuts": False},
-                            {"fetch_rows": FETCH_ROWS})
-# their keys in the results
-_VARIANT_KEYS = (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", "full_scans", f"fetch_rows{FETCH_ROWS}")
+#: The decode variants the benchmark times that are compiled apart from the default kernel:
+#: result key -> ``DeviceCompressedMatrix`` settings (the device check compiles them up front).
+COMPILED_DECODE_VARIANTS = {
+    f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}": {"blocks_per_sm": CAPPED_BLOCKS_PER_SM},
+    "full_scans": {"scan_shortcuts": False},
+    f"fetch_rows{FETCH_ROWS}": {"fetch_rows": FETCH_ROWS},
+}
 
 
 def _time_cuda(fn, repeats: int, warmup: int = 2) -> float:
@@ -170,7 +171,7 @@ def decode_kernel_resources() -> dict:
     ``CAPPED_BLOCKS_PER_SM`` blocks per SM, without the scan shortcuts, and fetching
     ``FETCH_ROWS`` requests together."""
     out = {}
-    for key, settings in (("default", {}), *zip(_VARIANT_KEYS, COMPILED_DECODE_VARIANTS)):
+    for key, settings in {"default": {}, **COMPILED_DECODE_VARIANTS}.items():
         k = gpu._kernel("ibp_decode.cu", "ibp_decode_w32_i64_o32", torch.cuda.current_device(),
                         gpu.decode_defines(**settings))
         out[key] = {"num_regs": int(k.num_regs), "local_size_bytes": int(k.local_size_bytes)}
@@ -249,7 +250,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                 # the decode kernel with its registers capped so that more blocks share an SM;
                 # every round's selectors and free bits placed by full warp scans; a warp's
                 # requests fetched FETCH_ROWS at a time
-                *zip(_VARIANT_KEYS, COMPILED_DECODE_VARIANTS),
+                *COMPILED_DECODE_VARIANTS.items(),
                 # groups whose bit values are all zero filled with them, not cleared with
                 # wide stores
                 ("bitval_fill", {"zero_fill": False}),
@@ -396,10 +397,9 @@ def _launch_table(res: dict) -> list[str]:
               and "host_seconds" in d.get("raw_same_size_unsorted", {})]
     if not launch:
         return []
-    lines = []
-    lines.append(f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
-                 f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
-                 f"{'phys/sz b2b':>11s}")
+    lines = [f"{'dataset':32s} {'phys/sz':>7s} {'host us':>7s} {'b2b us':>7s} "
+             f"{'phys b2b':>8s} {'sz host':>7s} {'sz b2b':>7s} {'sz GB/s':>7s} "
+             f"{'phys/sz b2b':>11s}"]
     for d in launch:
         ibp, same = d["ibp_pinned_unsorted"], d["raw_same_size_unsorted"]
         phys_b2b = ibp["physical_GBps"] * ibp["seconds"] / ibp["pipelined_seconds"]

@@ -22,7 +22,7 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ def decode_defines(threads: int = DECODE_THREADS, blocks_per_sm: Optional[int] =
                       ("IBP_DECODE_MIN_BLOCKS", int(blocks_per_sm)))
 
 
-def load_kernels(decode_settings: Sequence[dict] = ()) -> None:
+def load_kernels(decode_settings: Iterable[dict] = ()) -> None:
     """Compile every kernel source for the current device now (CuPy keeps the result in its
     on-disk kernel cache, so later processes load it instead of compiling at first use), and
     the decode kernels for ``DeviceCompressedMatrix(**settings)`` for each dict of

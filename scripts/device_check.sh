@@ -69,7 +69,7 @@ if gpu.is_available():    # into CuPy's kernel cache, for the tests and benchmar
     import time
     from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS
     t = time.perf_counter()
-    gpu.load_kernels(COMPILED_DECODE_VARIANTS)
+    gpu.load_kernels(COMPILED_DECODE_VARIANTS.values())
     print(f"kernels compiled for this device in {time.perf_counter() - t:.1f} s")
 raise SystemExit(1 if bad or not gpu.is_available() else 0)
 PY

@@ -75,7 +75,7 @@ def test_load_kernels_compiles_each_variant_once(monkeypatch):
 
     monkeypatch.setattr(gpu, "_cupy", lambda: FakeCupy)
     monkeypatch.setattr(gpu, "_modules", {})
-    gpu.load_kernels(COMPILED_DECODE_VARIANTS)
+    gpu.load_kernels(COMPILED_DECODE_VARIANTS.values())
     gpu.load_kernels([{"blocks_per_sm": 5}])      # held already: not compiled again
     base = tuple(gpu.NVRTC_OPTIONS)
     assert compiled.count(base) == len(gpu.kernel_sources())
