@@ -26,13 +26,6 @@
 #define IBP_BASE_UNROLL 4
 #endif
 
-// Requests a warp fetches together (see ibp_gather_decode): 1 fetches each row on its own.
-// Each takes a register a lane while its words are in flight; 64-bit chunks fetch half as
-// many.
-#ifndef IBP_DECODE_FETCH_ROWS
-#define IBP_DECODE_FETCH_ROWS 1
-#endif
-
 // Words [0, n) of `src` handed to put(k, word) by the warp, lane k % 32 taking word k: loads
 // are issued IBP_COPY_UNROLL at a time before any is consumed, so a warp keeps several bus
 // transactions in flight instead of one round trip per 128 bytes.
@@ -435,41 +428,38 @@ __device__ __forceinline__ void ibp_gather_decode(
   const long long warps_per_block = blockDim.x >> 5;
   Word* buf = warp_bufs + warp * cap_words;
 
-  // Request b: row index[b] decoded into its output position; words of an encoded row that
-  // fits the warp's buffer are fetched there first (few bus round trips), then decoded from
-  // shared memory.
-  auto word_offset = [&](long long row) {  // of the row's first stored word
-    return row_offset<Off>(offset_lo, block_base, offset_shift, row);
-  };
-  auto out_row = [&](long long b) {  // where request b's decoded row goes
-    return out + (out_pos ? (long long)__ldg(out_pos + b) : b) * row_bytes;
-  };
   // the encoded row of len words at src (the warp's buffer or the payload) decoded into dst
   auto decode_row = [&](const Word* src, long long len, u8* dst) {
     decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, len, C,
                              H, num_groups, group_bits, list_header, count_bits, pos_bits, dst,
                              row_bytes, unit, lane);
   };
-  auto decode_request = [&](long long b) {
+
+  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
+  for (long long b = blockIdx.x * warps_per_block + warp; b < B;
+       b += (long long)gridDim.x * warps_per_block) {
     const long long row = (long long)__ldg(index + b);
-    u8* dst = out_row(b);
+    u8* dst = out + (out_pos ? (long long)__ldg(out_pos + b) : b) * row_bytes;
     // Python validates indices first; this keeps a bad index from reading out of bounds
     // even when validation was skipped.
     if (row < 0 || row >= num_rows) {
       for (long long k = lane; k < row_bytes; k += 32) dst[k] = 0;
-      return;
+      continue;
     }
-    const u64 start = word_offset(row);
-    const long long len = (long long)(word_offset(row + 1) - start);
+    const u64 start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
+    const u64 end = row_offset<Off>(offset_lo, block_base, offset_shift, row + 1);
+    const long long len = (long long)(end - start);
     const Word* src = payload + start;
 
     if (len == C) {  // stored raw: a straight copy
       warp_copy<Word>(src, C, lane,
                       [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
-      return;
+      continue;
     }
 
     if (len <= cap_words) {
+      // Fetch the whole encoded row with independent coalesced loads (few bus round trips),
+      // then decode from shared memory.
       warp_copy<Word>(src, len, lane, [&](long long k, Word v) { buf[k] = v; });
       __syncwarp();
       decode_row(buf, len, dst);
@@ -478,69 +468,7 @@ __device__ __forceinline__ void ibp_gather_decode(
       // Long rows: decode straight from the payload, one dependent read per round.
       decode_row(src, len, dst);
     }
-  };
-
-  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
-  // Warp g takes requests g, g + T, g + 2T, ... (T warps in the grid).
-  const long long T = (long long)gridDim.x * warps_per_block;
-  const long long first = blockIdx.x * warps_per_block + warp;
-#if IBP_DECODE_FETCH_ROWS <= 1
-  for (long long b = first; b < B; b += T) decode_request(b);
-#else
-  static_assert(IBP_DECODE_FETCH_ROWS <= 32, "a lane looks up each request fetched together");
-  constexpr int fetch =
-      sizeof(Word) > 4 ? (IBP_DECODE_FETCH_ROWS + 1) / 2 : IBP_DECODE_FETCH_ROWS;
-  // The warp's next `fetch` requests at once. Lane k < fetch looks up request b0 + kT; the
-  // encoded rows of up to 32 words among them that fit the buffer together are read with one
-  // load a lane a row, all issued before any is stored, so their bus round trips overlap
-  // instead of following one another. The others go the way of decode_request.
-  for (long long b0 = first; b0 < B; b0 += T * fetch) {
-    const long long b = b0 + (long long)lane * T;
-    const bool mine = lane < fetch && b < B;
-    u64 start = 0;
-    int words = 0;  // words fetched together for this lane's request (0: not)
-    if (mine) {
-      const long long row = (long long)__ldg(index + b);
-      if (row >= 0 && row < num_rows) {
-        start = word_offset(row);
-        const long long len = (long long)(word_offset(row + 1) - start);
-        if (len != C && len <= 32) words = (int)len;
-      }
-    }
-    int total;
-    int at = warp_scan_with_total(words, lane, &total);  // inclusive
-    if (at > cap_words) words = 0;  // past the buffer (at only grows with the lane)
-    at -= words;
-    if (total > 0) {  // warp-uniform
-      Word r[fetch];
-#pragma unroll
-      for (int k = 0; k < fetch; ++k) {
-        const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
-        const u64 sk = __shfl_sync(IBP_FULL_MASK, start, k);
-        r[k] = lane < wk ? payload[sk + lane] : (Word)0;
-      }
-#pragma unroll
-      for (int k = 0; k < fetch; ++k) {
-        const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
-        const int ak = __shfl_sync(IBP_FULL_MASK, at, k);
-        if (lane < wk) buf[ak + lane] = r[k];
-      }
-      __syncwarp();
-    }
-    unsigned rest = __ballot_sync(IBP_FULL_MASK, mine && words == 0);
-    for (int k = 0; k < fetch; ++k) {  // warp-uniform
-      const int wk = __shfl_sync(IBP_FULL_MASK, words, k);
-      const int ak = __shfl_sync(IBP_FULL_MASK, at, k);
-      if (wk != 0) decode_row(buf + ak, wk, out_row(b0 + (long long)k * T));
-    }
-    __syncwarp();  // decode_request overwrites buf
-    while (rest) {  // warp-uniform
-      const int k = __ffs((int)rest) - 1;
-      rest &= rest - 1u;
-      decode_request(b0 + (long long)k * T);
-    }
   }
-#endif
 }
 
 #define IBP_DECODE_KERNEL(NAME, WORD, INDEX, OFF)                                              \

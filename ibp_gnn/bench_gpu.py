@@ -38,14 +38,13 @@ GB = 1e9
 #: Blocks of ``gpu.DECODE_THREADS`` per SM the register-capped decode variant asks for (the
 #: default compile, at 64 registers a thread, fits four).
 CAPPED_BLOCKS_PER_SM = 5
-#: Requests a warp fetches together in the ``fetch_rows`` decode variant.
-FETCH_ROWS = 8
+#: Calls per median of the raw gather of each row size, per call of the other medians.
+RAW_ROWS_REPEAT_FACTOR = 3
 #: The decode variants the benchmark times that are compiled apart from the default kernel:
 #: result key -> ``DeviceCompressedMatrix`` settings (the device check compiles them up front).
 COMPILED_DECODE_VARIANTS = {
     f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}": {"blocks_per_sm": CAPPED_BLOCKS_PER_SM},
     "full_scans": {"scan_shortcuts": False},
-    f"fetch_rows{FETCH_ROWS}": {"fetch_rows": FETCH_ROWS},
 }
 
 
@@ -141,6 +140,13 @@ def _batch_rows(row_bytes: int, batch_bytes: int, min_rows: int = 1024) -> int:
 
 def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
              min_rows: int = 1024) -> list[dict]:
+    """Raw zero-copy gather GB/s of random rows of each size in ``sizes``, medians of
+    ``RAW_ROWS_REPEAT_FACTOR * repeats`` calls."""
+    # a call takes 1-8 ms, so a median of 7 can fall to one stall of the host lasting tens
+    # of milliseconds (4 KB rows at 0.42x the link, the other sizes of 1 KB and more at
+    # 0.86x-0.92x, in gpu-nvidia-h100-80gb-hbm3-20261127-scan.json); three times the calls
+    # add under a second
+    repeats *= RAW_ROWS_REPEAT_FACTOR
     out = []
     for rb in sizes:
         n = max(1, pool_bytes // rb)
@@ -168,8 +174,7 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
 def decode_kernel_resources() -> dict:
     """Registers and local (spill) bytes per thread of a decode kernel (32-bit chunks, int64
     indices) as loaded on the current device: as compiled by default, capped for
-    ``CAPPED_BLOCKS_PER_SM`` blocks per SM, without the scan shortcuts, and fetching
-    ``FETCH_ROWS`` requests together."""
+    ``CAPPED_BLOCKS_PER_SM`` blocks per SM, and without the scan shortcuts."""
     out = {}
     for key, settings in {"default": {}, **COMPILED_DECODE_VARIANTS}.items():
         k = gpu._kernel("ibp_decode.cu", "ibp_decode_w32_i64_o32", torch.cuda.current_device(),
@@ -248,8 +253,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                                         for v in gpu.entry_round_share(cm0)]
             variants = (
                 # the decode kernel with its registers capped so that more blocks share an SM;
-                # every round's selectors and free bits placed by full warp scans; a warp's
-                # requests fetched FETCH_ROWS at a time
+                # every round's selectors and free bits placed by full warp scans
                 *COMPILED_DECODE_VARIANTS.items(),
                 # groups whose bit values are all zero filled with them, not cleared with
                 # wide stores
@@ -323,6 +327,27 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     return rec
 
 
+def _variant_columns() -> tuple:
+    """``(result key, column, legend)`` of every decode variant a saved result may hold,
+    including those no longer timed (fetch_rows8: each warp fetching the encoded rows of 8
+    requests at once, removed after runs E and F measured it slower), so older results
+    still print in full."""
+    capped = CAPPED_BLOCKS_PER_SM
+    return (
+        ("bitval_fill", "bv fill", "ibp log with rows of all-zero bit values filled with them "
+         "instead of cleared by wide stores"),
+        (f"blocks_per_sm{capped}", f"{capped} blk/SM", "ibp log with the decode kernel's "
+         f"registers capped so that {capped} blocks share an SM"),
+        ("full_scans", "full scn", "ibp log with every round's selectors and free bits placed "
+         "by full warp scans (no shortcuts for equal or zero widths)"),
+        ("fetch_rows8", "fetch 8", "ibp log with each warp reading the encoded rows of 8 "
+         "requests at once"),
+        ("no_fill", "no fill", "ibp log without rows filled with their base bit values first"),
+        ("round_by_round", "1-round", "no fill, and runs of all-base rounds decoded one round "
+         "at a time"),
+        ("general_rounds", "general", "no fill, and every round decoded the general way"))
+
+
 def _table(res: dict) -> str:
     write = res["link"].get("device_write_GBps", float("nan"))
     lines = [f"card: {res['card']}   link h2d {res['link']['h2d_GBps']:.1f} GB/s   "
@@ -336,14 +361,11 @@ def _table(res: dict) -> str:
         lines.append("decode kernel registers / local bytes per thread: " + ", ".join(
             f"{k} {v['num_regs']} / {v['local_size_bytes']}"
             for k, v in res["decode_kernels"].items()))
-    capped = f"{CAPPED_BLOCKS_PER_SM} blk/SM"
-    # the decode variants' logical GB/s, in column order: (result key, column)
-    variants = (("bitval_fill", "bv fill"), (f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}", capped),
-                ("full_scans", "full scn"), (f"fetch_rows{FETCH_ROWS}", f"fetch {FETCH_ROWS}"),
-                ("no_fill", "no fill"),
-                ("round_by_round", "1-round"), ("general_rounds", "general"))
+    # the decode variants' logical GB/s, those the results hold, in column order
+    variants = [(key, col, legend) for key, col, legend in _variant_columns()
+                if any(f"ibp_pinned_unsorted_{key}" in d for d in res["datasets"])]
     hdr = (f"{'dataset':32s} {'ratio':>6s} {'ibp log':>8s} {'ibp phys':>8s} {'ibp srt':>8s} "
-           f"{'ibp dev':>8s} " + "".join(f"{col:>8s} " for _, col in variants) +
+           f"{'ibp dev':>8s} " + "".join(f"{col:>8s} " for _, col, _ in variants) +
            f"{'raw':>7s} "
            f"{'raw=sz':>7s} {'torch':>6s} {'basic':>6s} {'phys/b':>6s} {'sz/b':>6s} {'roof':>6s}")
     lines.append(hdr)
@@ -352,7 +374,7 @@ def _table(res: dict) -> str:
             lines.append(f"{d['dataset']:32s} error: {d['error']}")
             continue
         variant_logs = [d.get(f"ibp_pinned_unsorted_{key}", {}).get("logical_GBps", float("nan"))
-                        for key, _ in variants]
+                        for key, _, _ in variants]
         basic = d["ibp_basic_pinned_unsorted"]["physical_GBps"]
         lines.append(
             f"{d['dataset']:32s} {d['ratio']:6.2f} "
@@ -367,17 +389,7 @@ def _table(res: dict) -> str:
             f"{d['raw_same_size_unsorted']['GBps'] / basic:6.2f} "
             f"{write / d['ratio']:6.1f}")
     lines.append("GB/s = 1e9 B/s; ibp log = decoded bytes/s, phys = compressed bytes read/s; "
-                 "bv fill = ibp log with rows of all-zero bit values filled with them instead "
-                 "of cleared by wide stores; "
-                 f"{capped} = ibp log with the decode kernel's registers capped so that "
-                 f"{CAPPED_BLOCKS_PER_SM} blocks share an SM; "
-                 "full scn = ibp log with every round's selectors and free bits placed by "
-                 "full warp scans (no shortcuts for equal or zero widths); "
-                 f"fetch {FETCH_ROWS} = ibp log with each warp reading the encoded rows of "
-                 f"{FETCH_ROWS} requests at once; "
-                 "no fill = ibp log without rows filled with their base bit values first; "
-                 "1-round = no fill, and runs of all-base rounds decoded one round at a time; "
-                 "general = no fill, and every round decoded the general way; "
+                 + "".join(f"{col} = {legend}; " for _, col, legend in variants) +
                  "raw = uncompressed zero-copy gather; raw=sz = raw gather of rows of the "
                  "compressed average size; torch = CPU index_select + .to(cuda); basic = "
                  "physical GB/s of the basic format on the same rows, phys/b = extended / basic; "

@@ -116,25 +116,25 @@ def _module(name: str, defines: tuple = ()):
 
 
 def decode_defines(threads: int = DECODE_THREADS, blocks_per_sm: Optional[int] = None,
-                   scan_shortcuts: bool = True, fetch_rows: int = 1) -> tuple:
+                   scan_shortcuts: bool = True) -> tuple:
     """The ``(macro, value)`` settings ibp_decode.cu is compiled with for a
     ``DeviceCompressedMatrix`` of these settings (the default ones add none)."""
     defines = () if scan_shortcuts else (("IBP_DECODE_SCAN_SHORTCUTS", 0),)
-    if fetch_rows != 1:
-        defines += (("IBP_DECODE_FETCH_ROWS", int(fetch_rows)),)
     if blocks_per_sm is None:
         return defines
     return defines + (("IBP_DECODE_THREADS", int(threads)),
                       ("IBP_DECODE_MIN_BLOCKS", int(blocks_per_sm)))
 
 
-def load_kernels(decode_settings: Iterable[dict] = ()) -> None:
+def load_kernels(decode_settings: Iterable[dict] = (), every_source: bool = True) -> None:
     """Compile every kernel source for the current device now (CuPy keeps the result in its
     on-disk kernel cache, so later processes load it instead of compiling at first use), and
     the decode kernels for ``DeviceCompressedMatrix(**settings)`` for each dict of
     ``decode_settings`` (keywords of :func:`decode_defines`, e.g. ``{"blocks_per_sm": 5}``).
-    Modules this process already holds are left as they are."""
-    jobs = [(f.name, ()) for f in kernel_sources()]
+    ``every_source=False`` compiles only the latter (scripts/warm_kernels.py compiles each
+    module in a process of its own). Modules this process already holds are left as they
+    are."""
+    jobs = [(f.name, ()) for f in kernel_sources()] if every_source else []
     jobs += [("ibp_decode.cu", decode_defines(**settings)) for settings in decode_settings]
     for name, defines in jobs:
         with _modules_lock:
@@ -672,15 +672,13 @@ class DeviceCompressedMatrix:
     at once, the compiler capping its registers per thread to fit (spilling if it must): more
     warps in flight to hide the latency of the payload's reads. Each value is one more
     compile of the decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
-    ``scan_shortcuts`` (default True; not yet timed on a GPU): where the selector widths or
-    free-bit counts that a round's chunks place in the stream are all equal (or all zero,
-    as in binary features), the round places them with a ballot and a popcount instead of a
-    warp scan, and a round without free bits reads none; False scans every round in full
-    (same output; one more compile, like ``blocks_per_sm``). ``fetch_rows`` (default 1; not
-    yet timed on a GPU): each warp reads the encoded rows of this many of its requests at
-    once (half as many, rounded up, with 64-bit chunks), those of up to 32 words with one
-    load a lane each, so their round trips over the bus overlap; 1 reads each row when it
-    decodes it (same output; each value is one more compile).
+    ``scan_shortcuts`` (default True; 1.02x-1.16x the speed of False on the binary
+    bag-of-words sets amazon_computers and amazon_photo on an H200 and an H100, 0.84x-1.36x
+    over all sets, see the README): where the selector widths or free-bit counts that a
+    round's chunks place in the stream are all equal (or all zero, as in binary features),
+    the round places them with a ballot and a popcount instead of a warp scan, and a round
+    without free bits reads none; False scans every round in full (same output; one more
+    compile, like ``blocks_per_sm``).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,
@@ -688,15 +686,11 @@ class DeviceCompressedMatrix:
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
                  stretch: bool = True, fill_base: bool = True, zero_fill: bool = True,
-                 blocks_per_sm: Optional[int] = None, scan_shortcuts: bool = True,
-                 fetch_rows: int = 1):
+                 blocks_per_sm: Optional[int] = None, scan_shortcuts: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
         if threads % 32 or not 32 <= threads <= 512:
             raise ValueError("threads must be a multiple of 32 in [32, 512]")
-        if (isinstance(fetch_rows, bool) or not isinstance(fetch_rows, (int, np.integer))
-                or not 1 <= fetch_rows <= 32):
-            raise ValueError(f"fetch_rows must be an int in [1, 32], got {fetch_rows!r}")
         self.cm = cm
         self.device = _resolve_device(device)
         if blocks_per_sm is not None:
@@ -708,7 +702,6 @@ class DeviceCompressedMatrix:
             blocks_per_sm = int(blocks_per_sm)
         self.blocks_per_sm = blocks_per_sm
         self.scan_shortcuts = bool(scan_shortcuts)
-        self.fetch_rows = int(fetch_rows)
         self.location = location
         self.sort_indices = sort_indices
         self.threads = threads
@@ -799,15 +792,15 @@ class DeviceCompressedMatrix:
         count, output), built once per setting of the public decode switches. A gather of a
         few thousand short rows takes tens of microseconds on the device, so converting two
         dozen constant arguments on every call would be a visible share of it."""
-        settings = (index_dtype, self.blocks_per_sm, self.scan_shortcuts, self.fetch_rows,
-                    self.fill_base, self.zero_fill, self.fixed_rounds, self.stretch)
+        settings = (index_dtype, self.blocks_per_sm, self.scan_shortcuts, self.fill_base,
+                    self.zero_fill, self.fixed_rounds, self.stretch)
         plan = self._launch_plans.get(settings)
         if plan is None:
             name = (f"ibp_decode_w{self.chunk_bits}_i{32 if index_dtype == torch.int32 else 64}"
                     f"_o{self._offset_bits}")
             kernel = _kernel("ibp_decode.cu", name, self.device.index,
                              decode_defines(self.threads, self.blocks_per_sm,
-                                            self.scan_shortcuts, self.fetch_rows))
+                                            self.scan_shortcuts))
             fill = (None if not self.fill_base else
                     self._fill_groups_zero if self.zero_fill else self._fill_groups)
             head = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, run from the repository root on a machine with a CUDA device and no network:
-#   facts   kernel compile check, device facts, kernels compiled for the device (the codec's
-#           numba kernels compile meanwhile)
+#   facts   kernel compile check, device facts (meanwhile the CUDA kernels compile for the
+#           device and, for the stages below, the codec's numba kernels compile)
 #   tests   the GPU test-suite (pytest -m gpu)
 #   bench   the gather benchmark                      -> bench/results/gpu-<card>-<date>.json
 #   train   configs/gpu_scaled.yaml (bag-of-words)    -> bench/results/train-<card>-<date>.json
@@ -46,11 +46,15 @@ collect() {    # results so far to $OUT, so a run stopped at its limit still ret
 }
 stage() { echo; echo "== $1 (t=$((SECONDS - start)) s)"; }
 
+# Compiles that take tens of seconds each run in the background while the kernel compile
+# check runs, a process each: every CUDA module for the device (scripts/warm_kernels.py),
+# and for the stages after facts the codec's numba kernels, the extended planner's in one
+# job and each chunk width's in another (scripts/warm_codec.py)
 warm_pids=()
+for job in $($PY scripts/warm_kernels.py --jobs); do
+    $PY scripts/warm_kernels.py "$job" & warm_pids+=($!)
+done
 if has tests || has bench || has train || has pca || has loader || has profile; then
-    # the codec's numba kernels (tens of seconds each on a slow core) compile in the
-    # background while the kernel compile check runs: the extended planner's in one job, each
-    # chunk width's in another (see scripts/warm_codec.py)
     for job in planner 16 32 64; do $PY scripts/warm_codec.py "$job" & warm_pids+=($!); done
 fi
 
@@ -65,19 +69,13 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "cupy", cupy.__ver
 print("gpu.is_available():", gpu.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 bad = [r for r in gpu.compile_check(archs=("sm_90",)) if not r[2]]   # sm_80 too in CI
 print("compile_check:", "ok" if not bad else bad)
-if gpu.is_available():    # into CuPy's kernel cache, for the tests and benchmarks that follow
-    import time
-    from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS
-    t = time.perf_counter()
-    gpu.load_kernels(COMPILED_DECODE_VARIANTS.values())
-    print(f"kernels compiled for this device in {time.perf_counter() - t:.1f} s")
 raise SystemExit(1 if bad or not gpu.is_available() else 0)
 PY
 fi
 
 if [ ${#warm_pids[@]} -gt 0 ]; then
-    stage "codec kernels compiled"
-    wait "${warm_pids[@]}" || status=1
+    stage "kernels compiled"
+    for pid in "${warm_pids[@]}"; do wait "$pid" || status=1; done
 fi
 
 if has tests; then

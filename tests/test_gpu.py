@@ -11,7 +11,7 @@ import torch
 from ibp_gnn import compress
 from ibp_gnn import gpu
 # decode variants the device check compiles up front
-from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as CAPPED, FETCH_ROWS as FETCH
+from ibp_gnn.bench_gpu import CAPPED_BLOCKS_PER_SM as CAPPED
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpu.is_available(), reason="needs a CUDA device + CuPy")]
@@ -132,9 +132,7 @@ def test_row_widths(shape, dtype, w):
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
                {"zero_fill": False}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
-               {"scan_shortcuts": False}, {"fetch_rows": FETCH},
-               {"fetch_rows": FETCH, "warp_buffer_bytes": 0},
-               {"stretch": False, "fill_base": False},
+               {"scan_shortcuts": False}, {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False},
                {"fixed_rounds": False, "warp_buffer_bytes": 0, "fill_base": False},
                {"warp_buffer_bytes": 0, "mask_smem_limit": 0}):
@@ -155,8 +153,7 @@ def test_datasets_bit_exact(path, w):
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
         assert_bit_exact(dev.gather(idx.to(torch.int32), sort=True), cm, idx)
     for kw in ({"zero_fill": False}, {"fill_base": False}, {"blocks_per_sm": CAPPED},
-               {"scan_shortcuts": False}, {"fetch_rows": FETCH},
-               {"stretch": False, "fill_base": False},
+               {"scan_shortcuts": False}, {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False}):
         other = gpu.DeviceCompressedMatrix(cm, DEV, **kw)
         assert_bit_exact(other.gather(idx.to(DEV)), cm, idx)

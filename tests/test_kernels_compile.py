@@ -2,11 +2,15 @@
 skipped when NVRTC cannot be loaded."""
 from __future__ import annotations
 
-import numpy as np
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from ibp_gnn import compress, gpu
-from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS, FETCH_ROWS
+from ibp_gnn import gpu
+from ibp_gnn.bench_gpu import COMPILED_DECODE_VARIANTS
 
 try:
     from cupy_backends.cuda.libs import nvrtc
@@ -49,7 +53,8 @@ def test_entry_points_exported(source):
 
 
 @pytest.mark.parametrize("settings,count", [({"blocks_per_sm": 5}, 2),
-                                            ({"scan_shortcuts": False, "fetch_rows": 8}, 2)])
+                                            ({"scan_shortcuts": False}, 1),
+                                            ({"scan_shortcuts": False, "blocks_per_sm": 5}, 3)])
 def test_decode_variants_compile(settings, count):
     # DeviceCompressedMatrix(**settings) compiles the decode kernels with these macros
     src = gpu.load_source(gpu.cuda_dir() / "ibp_decode.cu")
@@ -81,18 +86,15 @@ def test_load_kernels_compiles_each_variant_once(monkeypatch):
     assert compiled.count(base) == len(gpu.kernel_sources())
     capped = base + (f"-DIBP_DECODE_THREADS={gpu.DECODE_THREADS}", "-DIBP_DECODE_MIN_BLOCKS=5")
     full = base + ("-DIBP_DECODE_SCAN_SHORTCUTS=0",)
-    fetch = base + (f"-DIBP_DECODE_FETCH_ROWS={FETCH_ROWS}",)
-    assert compiled.count(capped) == compiled.count(full) == compiled.count(fetch) == 1
-    assert len(compiled) == len(gpu.kernel_sources()) + 3
+    assert compiled.count(capped) == compiled.count(full) == 1
+    assert len(compiled) == len(gpu.kernel_sources()) + 2
+    # a variant alone, as scripts/warm_kernels.py compiles it in a process of its own
+    compiled.clear()
+    monkeypatch.setattr(gpu, "_modules", {})
+    gpu.load_kernels([{"scan_shortcuts": False}], every_source=False)
+    assert compiled == [full]
     assert gpu._module("ibp_decode.cu", gpu.decode_defines(gpu.DECODE_THREADS, 5)).options == capped
     assert gpu.decode_defines(gpu.DECODE_THREADS, None) == gpu.decode_defines() == ()
-
-
-@pytest.mark.parametrize("bad", [0, 33, 2.0, True, "8"])
-def test_bad_fetch_rows(bad):
-    cm = compress(np.zeros((4, 3), np.float32))
-    with pytest.raises(ValueError, match="fetch_rows"):    # before any device is needed
-        gpu.DeviceCompressedMatrix(cm, "cuda", fetch_rows=bad)
 
 
 def test_cuda_dir_override(tmp_path, monkeypatch):
@@ -106,3 +108,15 @@ def test_cuda_dir_override(tmp_path, monkeypatch):
 def test_includes_inlined():
     src = gpu.load_source(gpu.cuda_dir() / "ibp_decode.cu")
     assert '#include "' not in src and "deposit_bits" in src
+
+
+def test_warm_kernels_jobs():
+    # the device check starts one process per job: every source, then each benchmark variant
+    script = Path(__file__).parents[1] / "scripts" / "warm_kernels.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    out = subprocess.run([sys.executable, str(script), "--jobs"], capture_output=True,
+                         text=True, env=env, check=True).stdout.split()
+    assert out == ["sources", *COMPILED_DECODE_VARIANTS]
+    bad = subprocess.run([sys.executable, str(script), "nope"], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode != 0 and "unknown job 'nope'" in bad.stderr

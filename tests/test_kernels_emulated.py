@@ -162,10 +162,6 @@ EMU_ENCODE(w64, u64)
 FULL_SCANS = "ibp_decode.cu, full scans"
 
 
-def fetch_lib(n):
-    return f"ibp_decode.cu, fetch {n}"
-
-
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory):
     out = {}
@@ -173,10 +169,6 @@ def libs(tmp_path_factory):
     # the decode kernels also as DeviceCompressedMatrix(scan_shortcuts=False) compiles them
     variants = [(name, name, ()) for name in WRAPPERS]
     variants.append((FULL_SCANS, "ibp_decode.cu", gpu.decode_defines(scan_shortcuts=False)))
-    # and fetching a warp's requests together (64-bit chunks: half as many), 8 as the
-    # benchmark does and 3, which leaves batches part full
-    variants += [(fetch_lib(n), "ibp_decode.cu", gpu.decode_defines(fetch_rows=n))
-                 for n in (8, 3)]
     for key, name, defines in variants:
         wrappers = WRAPPERS[name]
         src = SHIM + "".join(f"#define {k} {v}\n" for k, v in defines) \
@@ -314,11 +306,6 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
-    # a warp's requests fetched 8 at a time; with a buffer too small for them all
-    fetched = libs[fetch_lib(8)]
-    np.testing.assert_array_equal(emu_decode(fetched, cm, idx), exp)
-    np.testing.assert_array_equal(emu_decode(fetched, cm, idx.astype(np.int32), sort=True), exp)
-    np.testing.assert_array_equal(emu_decode(fetched, cm, idx, cap_bytes=0), exp)
 
 
 @over_cases(CASES)
@@ -460,11 +447,10 @@ def test_emulated_decode_rounds_without_free_bits(libs):
 
 
 @pytest.mark.parametrize("w", [16, 32, 64])
-def test_emulated_decode_fetches_requests_together(libs, w):
-    """A warp's requests fetched several at a time: short encoded rows (fetched together),
-    encoded rows of over 32 words, raw rows and out-of-range indices (each on its own) in
-    one batch, batches cut short by the end of the requests, duplicates, sorted requests, and
-    a buffer that holds only part of a batch."""
+def test_emulated_decode_mixed_rows(libs, w):
+    """Short and long encoded rows, raw rows and out-of-range indices among one warp's
+    requests; fewer requests than warps, duplicates, sorted requests, and rows decoded
+    straight from the payload."""
     rng = np.random.default_rng(11)
     x = (rng.random((120, 100)) < 0.03).astype(np.float32)          # short encoded rows
     x[::7, :80] = rng.standard_normal((18, 80)).astype(np.float32).round(2)     # long ones
@@ -473,20 +459,18 @@ def test_emulated_decode_fetches_requests_together(libs, w):
     words = cm.row_words
     assert cm.raw_flags.any() and (words[~cm.raw_flags] <= 32).any()
     assert (words[~cm.raw_flags] > 32).any()
-    for n in (8, 3):
-        lib = libs[fetch_lib(n)]
-        for size in (1, 5, 97, 250):            # 6 warps: batches part full, part empty
-            idx = rng.integers(0, cm.num_rows, size).astype(np.int64)
-            exp = expected_bytes(cm, idx)
-            np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
-            np.testing.assert_array_equal(emu_decode(lib, cm, idx, sort=True), exp)
-            np.testing.assert_array_equal(emu_decode(lib, cm, idx, cap_bytes=0, stage=False),
-                                          exp)
-        idx = np.array([0, -1, 3, cm.num_rows, 7, 7, 11, 2] * 4, np.int64)
-        out = emu_decode(lib, cm, idx, grid=1, threads=32)
-        bad = (idx < 0) | (idx >= cm.num_rows)
-        assert not out[bad].any()
-        np.testing.assert_array_equal(out[~bad], expected_bytes(cm, idx[~bad]))
+    lib = libs["ibp_decode.cu"]
+    for size in (1, 5, 97, 250):                # 6 warps: some without a request
+        idx = rng.integers(0, cm.num_rows, size).astype(np.int64)
+        exp = expected_bytes(cm, idx)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, sort=True), exp)
+        np.testing.assert_array_equal(emu_decode(lib, cm, idx, cap_bytes=0, stage=False), exp)
+    idx = np.array([0, -1, 3, cm.num_rows, 7, 7, 11, 2] * 4, np.int64)
+    out = emu_decode(lib, cm, idx, grid=1, threads=32)
+    bad = (idx < 0) | (idx >= cm.num_rows)
+    assert not out[bad].any()
+    np.testing.assert_array_equal(out[~bad], expected_bytes(cm, idx[~bad]))
 
 
 def test_emulated_decode_bad_index_writes_zeros(libs):
