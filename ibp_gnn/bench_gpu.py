@@ -330,8 +330,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
 def _variant_columns() -> tuple:
     """``(result key, column, legend)`` of every decode variant a saved result may hold,
     including those no longer timed (fetch_rows8: each warp fetching the encoded rows of 8
-    requests at once, removed after runs E and F measured it slower), so older results
-    still print in full."""
+    requests at once, removed after it measured slower on an H200 and an H100; see the
+    README), so older results still print in full."""
     capped = CAPPED_BLOCKS_PER_SM
     return (
         ("bitval_fill", "bv fill", "ibp log with rows of all-zero bit values filled with them "
