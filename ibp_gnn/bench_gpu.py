@@ -13,7 +13,9 @@ Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
   gather and the raw gather of compressed-size rows, also the host's launch cost per call and
   the time per call of calls queued back to back (``host_seconds``, ``pipelined_seconds``),
   and both again on batches of ``--train-batch-rows`` rows, the size of a training batch's
-  sampled neighbourhood, where the batches above are smaller (``train_batch``).
+  sampled neighbourhood, where the batches above are smaller (``train_batch``). And the IBP
+  gather of rows of an all-zero matrix of the same shape, on both batches (``zero_rows``):
+  the fill alone, the most the decoder writes for rows of that size.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ GB = 1e9
 CAPPED_BLOCKS_PER_SM = 5
 #: Calls per median of the raw gather of each row size, per call of the other medians.
 RAW_ROWS_REPEAT_FACTOR = 3
+#: Rows of the all-zero matrix whose gather measures the decoder's write ceiling.
+ZERO_ROWS = 1024
 #: The decode variants the benchmark times that are compiled apart from the default kernel:
 #: result key -> ``DeviceCompressedMatrix`` settings (the device check compiles them up front).
 COMPILED_DECODE_VARIANTS = {
@@ -272,6 +276,7 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                     setattr(dev, name, value)
         del dev
         gc.collect()
+    rec["zero_rows"] = zero_rows(x, cm.chunk_bits, idx, idx_train, repeats)
 
     # the basic format (no alternatives, bitmap headers) on the same rows and batch: the
     # extended format's decoding cost shows as physical GB/s against this one
@@ -325,6 +330,31 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
     del same, pool, cm
     gc.collect()
     return rec
+
+
+def zero_rows(x: np.ndarray, chunk_bits: int, idx: torch.Tensor,
+              idx_train: torch.Tensor | None, repeats: int) -> dict:
+    """Logical GB/s of the IBP gather of rows of an all-zero matrix shaped and typed like
+    ``x`` (``ZERO_ROWS`` rows, ``chunk_bits`` chunks, pinned), batches of ``len(idx)`` and
+    ``len(idx_train)`` requests: decoding them is the fill alone, each row cleared with wide
+    stores once its index, offsets and few encoded words are read, so this is the most a
+    decoder writing rows this way delivers, whatever their contents."""
+    zeros = compress(np.zeros((ZERO_ROWS, *x.shape[1:]), x.dtype), chunk_bits=chunk_bits,
+                     allocator=gpu.pinned_allocator)
+    dev = gpu.DeviceCompressedMatrix(zeros, "cuda", "pinned")
+    row_bytes = zeros.row_bytes
+    out = {"rows": ZERO_ROWS, "filled_groups": int(dev._fill_groups.sum())}
+    for key, requests in (("batch", idx), ("train_batch", idx_train)):
+        if requests is None:
+            continue
+        requests = requests % ZERO_ROWS
+        got = dev.gather(requests[:4096])
+        assert not got.view(torch.uint8).any(), "all-zero rows decoded to nonzero bytes"
+        t = _time_cuda(lambda: dev.gather(requests, check=False), repeats)
+        out[key] = {"seconds": t, "logical_GBps": len(requests) * row_bytes / t / GB}
+    del dev, zeros
+    gc.collect()
+    return out
 
 
 def _variant_columns() -> tuple:
@@ -431,23 +461,33 @@ def _launch_table(res: dict) -> list[str]:
 
 
 def _train_batch_table(res: dict) -> list[str]:
-    """The IBP gather against the raw=sz gather on training-sized batches."""
+    """The IBP gather against the raw=sz gather on training-sized batches, and its logical
+    GB/s and that of all-zero rows as shares of the device's write bandwidth."""
     rows = [d for d in res["datasets"] if "raw_same_size_unsorted" in d.get("train_batch", {})]
     if not rows:
         return []
+    write = res["link"].get("device_write_GBps", float("nan"))
     lines = [f"{'dataset':32s} {'rows':>8s} {'ibp phys':>8s} {'raw=sz':>7s} {'phys/sz':>7s} "
-             f"{'batch rows':>10s} {'phys/sz':>7s}"]
+             f"{'batch rows':>10s} {'phys/sz':>7s} {'need/wr':>7s} {'ibp/wr':>7s} "
+             f"{'zero/wr':>7s}"]
     for d in rows:
         t = d["train_batch"]
         ibp, same = t["ibp_pinned_unsorted"], t["raw_same_size_unsorted"]
         small = d["ibp_pinned_unsorted"]["physical_GBps"] / d["raw_same_size_unsorted"]["GBps"]
+        zero = d.get("zero_rows", {}).get("train_batch", {}).get("logical_GBps", float("nan"))
         lines.append(
             f"{d['dataset']:32s} {t['rows']:8d} {ibp['physical_GBps']:8.1f} {same['GBps']:7.1f} "
-            f"{ibp['physical_GBps'] / same['GBps']:7.2f} {d['batch']:10d} {small:7.2f}")
+            f"{ibp['physical_GBps'] / same['GBps']:7.2f} {d['batch']:10d} {small:7.2f} "
+            f"{0.8 * same['GBps'] * d['ratio'] / write:7.2f} {ibp['logical_GBps'] / write:7.2f} "
+            f"{zero / write:7.2f}")
     lines.append("training-sized batches: rows = random rows per call; ibp phys, raw=sz = "
                  "physical GB/s of the IBP gather and GB/s of the raw gather of rows of the "
                  "compressed average size, one call at a time; phys/sz = their ratio; batch "
-                 "rows, phys/sz = the same for the batches of the tables above")
+                 "rows, phys/sz = the same for the batches of the tables above; need/wr = the "
+                 "share of the device's write bandwidth the decoder's logical GB/s needs for "
+                 "phys/sz 0.8 (0.8 x raw=sz x ratio / write); ibp/wr = the share it reaches; "
+                 "zero/wr = the share reached gathering rows of an all-zero matrix of the same "
+                 "shape (the fill alone: the most this decoder writes)")
     return lines
 
 

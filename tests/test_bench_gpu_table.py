@@ -1,4 +1,9 @@
-"""The GPU benchmark's summary table, from a made-up result (runs without a GPU)."""
+"""The GPU benchmark's summary table, from a made-up result, and its bookkeeping with CPU
+stand-ins for the device (runs without a GPU)."""
+import numpy as np
+import torch
+
+from ibp_gnn import bench_gpu, gpu
 from ibp_gnn.bench_gpu import _table
 
 
@@ -69,10 +74,42 @@ def test_table_lists_training_batches():
          "ibp_basic_pinned_unsorted": {**gbps, "physical_GBps": 10.0},
          "raw_unsorted": {"GBps": 20.0}, "raw_same_size_unsorted": {"GBps": 10.0},
          "torch_cpu_index_select_to_cuda": {"GBps": 2.0},
-         "train_batch": {"rows": 131072, "ibp_pinned_unsorted": {**gbps, "physical_GBps": 9.0},
-                         "raw_same_size_unsorted": {"GBps": 10.0}}}
-    res = {"card": "test card", "link": {"h2d_GBps": 50.0}, "raw_rows": [], "datasets": [d]}
+         "train_batch": {"rows": 131072, "ibp_pinned_unsorted": {**gbps, "physical_GBps": 9.0,
+                                                                 "logical_GBps": 45.0},
+                         "raw_same_size_unsorted": {"GBps": 10.0}},
+         "zero_rows": {"rows": 1024, "train_batch": {"logical_GBps": 90.0}}}
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0, "device_write_GBps": 100.0},
+           "raw_rows": [], "datasets": [d]}
     rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
     assert len(rows) == 2                          # no launch costs in this record
-    # 131,072 rows: 9 against 10 GB/s; 16,384 rows: 8 against 10
-    assert rows[1].split()[1:] == ["131072", "9.0", "10.0", "0.90", "16384", "0.80"]
+    # 131,072 rows: 9 against 10 GB/s; 16,384 rows: 8 against 10; of 100 GB/s of writes
+    # 0.8 x 10 x ratio 5 is needed, 45 reached, 90 by the all-zero rows
+    assert rows[1].split()[1:] == ["131072", "9.0", "10.0", "0.90", "16384", "0.80", "0.40",
+                                   "0.45", "0.90"]
+    del d["zero_rows"]                             # a result from before it was measured
+    rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
+    assert rows[1].split()[-1] == "nan"
+
+
+def test_zero_rows_with_cpu_stand_ins(monkeypatch):
+    # the write-ceiling measurement's bookkeeping, with the CPU decoder standing in for the
+    # device and a fixed time for each median
+    class CpuDecoder:
+        def __init__(self, cm, device, location):
+            self.cm = cm
+            self._fill_groups = torch.from_numpy(gpu.fill_groups(cm))
+
+        def gather(self, idx, check=True):
+            return self.cm.decode(idx.numpy())
+
+    monkeypatch.setattr(gpu, "DeviceCompressedMatrix", CpuDecoder)
+    monkeypatch.setattr(gpu, "pinned_allocator", None)
+    monkeypatch.setattr(bench_gpu, "_time_cuda", lambda fn, repeats: (fn(), 1e-3)[1])
+    x = np.ones((10, 6), np.float32)            # only its row shape and dtype matter
+    idx = torch.arange(3000) * 7
+    rec = bench_gpu.zero_rows(x, 32, idx, idx[:2000], repeats=3)
+    assert rec["rows"] == bench_gpu.ZERO_ROWS and rec["filled_groups"] == 1
+    # 3,000 and 2,000 rows of 24 bytes in a millisecond
+    assert rec["batch"] == {"seconds": 1e-3, "logical_GBps": 3000 * 24 / 1e-3 / 1e9}
+    assert rec["train_batch"]["logical_GBps"] == 2000 * 24 / 1e-3 / 1e9
+    assert "train_batch" not in bench_gpu.zero_rows(x, 32, idx, None, repeats=3)

@@ -223,6 +223,8 @@ def test_bench_dataset_record(tmp_path):
         assert rec[key]["seconds"] > 0 and rec["train_batch"][key]["seconds"] > 0
     assert all(rec[f"ibp_pinned_unsorted_{key}"]["seconds"] > 0
                for key in bench_gpu.COMPILED_DECODE_VARIANTS)
+    assert rec["zero_rows"]["filled_groups"] >= 1
+    assert rec["zero_rows"]["batch"]["seconds"] > 0 < rec["zero_rows"]["train_batch"]["seconds"]
     res = {"card": "x", "link": {"h2d_GBps": 1.0}, "raw_rows": [], "datasets": [rec]}
     table = bench_gpu._table(res)
     assert table.count("normalized/tiny") == 3     # the three tables
