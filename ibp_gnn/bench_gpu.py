@@ -276,7 +276,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                     setattr(dev, name, value)
         del dev
         gc.collect()
-    rec["zero_rows"] = zero_rows(x, cm.chunk_bits, idx, idx_train, repeats)
+    try:  # a diagnostic: its failure keeps the dataset's other numbers
+        rec["zero_rows"] = zero_rows(x, cm.chunk_bits, idx, idx_train, repeats)
+    except Exception as e:
+        rec["zero_rows"] = {"error": f"{type(e).__name__}: {e}"}
 
     # the basic format (no alternatives, bitmap headers) on the same rows and batch: the
     # extended format's decoding cost shows as physical GB/s against this one
