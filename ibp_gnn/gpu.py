@@ -674,11 +674,11 @@ class DeviceCompressedMatrix:
     compile of the decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
     ``scan_shortcuts`` (default True; 1.02x-1.16x the speed of False on the binary
     bag-of-words sets amazon_computers and amazon_photo in three runs on an H200 and an
-    H100, 0.73x-1.36x over all sets, see the README): where the selector widths or free-bit counts that a
-    round's chunks place in the stream are all equal (or all zero, as in binary features),
-    the round places them with a ballot and a popcount instead of a warp scan, and a round
-    without free bits reads none; False scans every round in full (same output; one more
-    compile, like ``blocks_per_sm``).
+    H100, 0.73x-1.36x over all sets, see the README): where the selector widths or free-bit
+    counts that a round's chunks place in the stream are all equal (or all zero, as in binary
+    features), the round places them with a ballot and a popcount instead of a warp scan, and
+    a round without free bits reads none; False scans every round in full (same output; one
+    more compile, like ``blocks_per_sm``).
     """
 
     def __init__(self, cm: CompressedMatrix, device=None, location: str = "pinned", *,

@@ -83,7 +83,9 @@ static unsigned __ballot_sync(unsigned, int pred) {
   for (int l = 0; l < 32; ++l) b |= all[l] << l;
   return b;
 }
-static bool __all_sync(unsigned, int pred) { return __ballot_sync(0xffffffffu, pred) == 0xffffffffu; }
+static bool __all_sync(unsigned, int pred) {
+  return __ballot_sync(0xffffffffu, pred) == 0xffffffffu;
+}
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static inline int __ffs(int x) { return __builtin_ffs(x); }
