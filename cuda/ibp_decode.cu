@@ -257,18 +257,20 @@ __device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n,
 // chunks that miss their base patterns ("entries") are decoded over them, 32 entries at a time
 // for a list header, a round at a time (skipping rounds without entries) for a bitmap. In
 // sparse rows that is a few steps of work instead of one per 32 chunks.
-// With zero_fill the group's bit values are all zero (bag-of-words rows), so the row is
-// cleared with wide stores and no loads.
+// fill (the group's entry of fill_groups): 1 the row is written with the bit values; 2 they
+// are all zero (bag-of-words rows), so the row is cleared with wide stores and no loads; 3 they
+// are all zero and the whole output was cleared before the launch, in one contiguous pass at
+// the device's full write rate, so only the entries are written here.
 template <typename Word>
 __device__ __forceinline__ void decode_filled_row(const Word* header, const Word* stream,
                                                   u64 stream_bits, const Patterns<Word>& pat,
-                                                  bool zero_fill, long long C, int group_bits,
+                                                  int fill, long long C, int group_bits,
                                                   int list_header, int count_bits, int pos_bits,
                                                   u8* __restrict__ dst, long long row_bytes,
                                                   int unit, int lane) {
-  if (zero_fill) {
+  if (fill == 2) {
     warp_zero_bytes(dst, row_bytes, lane);
-  } else {
+  } else if (fill == 1) {
     warp_copy<Word>(pat.bitval, C, lane,
                     [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
   }
@@ -333,8 +335,8 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
   const int fill = fill_groups != nullptr ? (int)__ldg(fill_groups + group) : 0;
-  if (fill) {  // 1: fill with the bit values, 2: they are all zero
-    decode_filled_row<Word>(src, stream, stream_bits, pat, fill == 2, C, group_bits,
+  if (fill) {  // 1: fill with the bit values, 2: clear, 3: cleared before the launch
+    decode_filled_row<Word>(src, stream, stream_bits, pat, fill, C, group_bits,
                             list_header, count_bits, pos_bits, dst, row_bytes, unit, lane);
     return;
   }

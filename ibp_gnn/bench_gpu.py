@@ -15,7 +15,9 @@ Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
   and both again on batches of ``--train-batch-rows`` rows, the size of a training batch's
   sampled neighbourhood, where the batches above are smaller (``train_batch``). And the IBP
   gather of rows of an all-zero matrix of the same shape, on both batches (``zero_rows``):
-  the fill alone, the most the decoder writes for rows of that size.
+  the fill alone, the most the decoder writes for rows of that size. The decode variants
+  (``DeviceCompressedMatrix`` settings) are timed on the first batch, and the one that clears
+  the output first (``clear_first``) on both.
 """
 from __future__ import annotations
 
@@ -262,6 +264,8 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                 # groups whose bit values are all zero filled with them, not cleared with
                 # wide stores
                 ("bitval_fill", {"zero_fill": False}),
+                # the output cleared in one pass first, those rows' clearing skipped
+                ("clear_first", {"clear_first": True}),
                 ("no_fill", {"fill_base": False}),
                 ("round_by_round", {"fill_base": False, "stretch": False}),
                 ("general_rounds", {"fill_base": False, "stretch": False, "fixed_rounds": False}))
@@ -272,6 +276,10 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
                 spot_check(dev)
                 t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
                 rec[f"ibp_pinned_unsorted_{key}"] = rates(t)
+                if key == "clear_first" and idx_train is not None:
+                    t = _time_cuda(lambda: dev.gather(idx_train, check=False), repeats)
+                    rec["train_batch"][f"ibp_pinned_unsorted_{key}"] = rates(
+                        t, train_bytes, train_rows)
                 for name, value in default.items():
                     setattr(dev, name, value)
         del dev
@@ -369,6 +377,9 @@ def _variant_columns() -> tuple:
     return (
         ("bitval_fill", "bv fill", "ibp log with rows of all-zero bit values filled with them "
          "instead of cleared by wide stores"),
+        ("clear_first", "clr 1st", "ibp log with the output cleared in one pass before the "
+         "decode kernel, which then writes only the other chunks of rows of all-zero bit "
+         "values"),
         (f"blocks_per_sm{capped}", f"{capped} blk/SM", "ibp log with the decode kernel's "
          f"registers capped so that {capped} blocks share an SM"),
         ("full_scans", "full scn", "ibp log with every round's selectors and free bits placed "
@@ -464,33 +475,42 @@ def _launch_table(res: dict) -> list[str]:
 
 
 def _train_batch_table(res: dict) -> list[str]:
-    """The IBP gather against the raw=sz gather on training-sized batches, and its logical
-    GB/s and that of all-zero rows as shares of the device's write bandwidth."""
+    """The IBP gather against the raw=sz gather on training-sized batches, and as shares of
+    the device's write bandwidth: its logical GB/s, and, where the results hold them, that of
+    the gather clearing its output first and that of all-zero rows."""
     rows = [d for d in res["datasets"] if "raw_same_size_unsorted" in d.get("train_batch", {})]
     if not rows:
         return []
     write = res["link"].get("device_write_GBps", float("nan"))
+    nan = float("nan")
+    shares = [  # (column, logical GB/s of a dataset's record, legend)
+        ("clr/wr", lambda d: d["train_batch"].get("ibp_pinned_unsorted_clear_first", {})
+         .get("logical_GBps", nan),
+         "the share reached clearing the output first (clr 1st)"),
+        ("zero/wr", lambda d: d.get("zero_rows", {}).get("train_batch", {})
+         .get("logical_GBps", nan),
+         "the share reached gathering rows of an all-zero matrix of the same shape (the fill "
+         "alone: the most this decoder writes)")]
+    shares = [c for c in shares if any(c[1](d) == c[1](d) for d in rows)]  # not all NaN
     lines = [f"{'dataset':32s} {'rows':>8s} {'ibp phys':>8s} {'raw=sz':>7s} {'phys/sz':>7s} "
-             f"{'batch rows':>10s} {'phys/sz':>7s} {'need/wr':>7s} {'ibp/wr':>7s} "
-             f"{'zero/wr':>7s}"]
+             f"{'batch rows':>10s} {'phys/sz':>7s} {'need/wr':>7s} {'ibp/wr':>7s}"
+             + "".join(f" {col:>7s}" for col, _, _ in shares)]
     for d in rows:
         t = d["train_batch"]
         ibp, same = t["ibp_pinned_unsorted"], t["raw_same_size_unsorted"]
         small = d["ibp_pinned_unsorted"]["physical_GBps"] / d["raw_same_size_unsorted"]["GBps"]
-        zero = d.get("zero_rows", {}).get("train_batch", {}).get("logical_GBps", float("nan"))
         lines.append(
             f"{d['dataset']:32s} {t['rows']:8d} {ibp['physical_GBps']:8.1f} {same['GBps']:7.1f} "
             f"{ibp['physical_GBps'] / same['GBps']:7.2f} {d['batch']:10d} {small:7.2f} "
-            f"{0.8 * same['GBps'] * d['ratio'] / write:7.2f} {ibp['logical_GBps'] / write:7.2f} "
-            f"{zero / write:7.2f}")
+            f"{0.8 * same['GBps'] * d['ratio'] / write:7.2f} {ibp['logical_GBps'] / write:7.2f}"
+            + "".join(f" {logical(d) / write:7.2f}" for _, logical, _ in shares))
     lines.append("training-sized batches: rows = random rows per call; ibp phys, raw=sz = "
                  "physical GB/s of the IBP gather and GB/s of the raw gather of rows of the "
                  "compressed average size, one call at a time; phys/sz = their ratio; batch "
                  "rows, phys/sz = the same for the batches of the tables above; need/wr = the "
                  "share of the device's write bandwidth the decoder's logical GB/s needs for "
-                 "phys/sz 0.8 (0.8 x raw=sz x ratio / write); ibp/wr = the share it reaches; "
-                 "zero/wr = the share reached gathering rows of an all-zero matrix of the same "
-                 "shape (the fill alone: the most this decoder writes)")
+                 "phys/sz 0.8 (0.8 x raw=sz x ratio / write); ibp/wr = the share it reaches"
+                 + "".join(f"; {col} = {legend}" for col, _, legend in shares))
     return lines
 
 

@@ -636,15 +636,21 @@ def fill_groups(cm: CompressedMatrix, max_entry_rounds: float = FILL_MAX_ENTRY_R
     return np.ascontiguousarray(fill, np.uint8)
 
 
-def fill_modes(cm: CompressedMatrix, fill: np.ndarray, *, zero_fill: bool) -> np.ndarray:
+def fill_modes(cm: CompressedMatrix, fill: np.ndarray, *, zero_fill: bool,
+               clear_first: bool = False) -> np.ndarray:
     """The decode kernel's per-group table (uint8 ``[G]``) from :func:`fill_groups`' ``fill``:
     0 decode round by round, 1 fill with the base bit values, 2 (only with ``zero_fill``) the
-    bit values are all zero, so the row is cleared instead."""
+    bit values are all zero, so the row is cleared instead, 3 (instead of 2, with
+    ``clear_first`` as well) the bit values are all zero and the caller clears the whole output
+    before the launch, so only the row's other chunks are written."""
+    if clear_first and not zero_fill:
+        raise ValueError("clear_first needs zero_fill")
     fill = np.asarray(fill, np.uint8)
     if not zero_fill or cm.num_chunks == 0:
         return np.ascontiguousarray(fill)
     zero = (np.asarray(cm.bitval).reshape(int(cm.num_groups), -1) == 0).all(axis=1)
-    return np.ascontiguousarray(np.where((fill == 1) & zero, 2, fill), np.uint8)
+    return np.ascontiguousarray(np.where((fill == 1) & zero, 3 if clear_first else 2, fill),
+                                np.uint8)
 
 
 class DeviceCompressedMatrix:
@@ -666,11 +672,18 @@ class DeviceCompressedMatrix:
     decoded; False decodes them round by round like the others (same output). ``zero_fill``
     (default True; 0.92x-1.28x the speed of False on an H200, see the README): such groups
     whose bit values are all zero are cleared with 16-byte stores and no loads instead of
-    copying their bit values (same output). ``blocks_per_sm`` (default None: 64 registers a
-    thread at most, so 1,024 threads fit an SM; 5 ran at 0.73x-1.11x the default's speed on an
-    H200): the decode kernel is compiled so that this many blocks of ``threads`` fit on an SM
-    at once, the compiler capping its registers per thread to fit (spilling if it must): more
-    warps in flight to hide the latency of the payload's reads. Each value is one more
+    copying their bit values (same output). ``clear_first`` (default False; not yet timed on
+    a GPU): with ``zero_fill``, each gather clears its whole output in one contiguous pass
+    (``Tensor.zero_``, the device's full write rate) before the decode kernel, which then
+    writes only the chunks of those rows that miss their base patterns. It costs an extra
+    launch and a second write of every other row; it replaces clearing by some 4,000 warps at
+    once, each in a row of its own, with which the decoder delivers 51%-77% of the device's
+    write rate on the five sparsest sets (three runs on an H200 and an H100, see the README).
+    ``blocks_per_sm`` (default None: 64 registers a thread at most, so 1,024 threads fit an
+    SM; 5 ran at 0.73x-1.11x the default's speed on an H200): the decode kernel is compiled
+    so that this many blocks of ``threads`` fit on an SM at once, the compiler capping its
+    registers per thread to fit (spilling if it must): more warps in flight to hide the
+    latency of the payload's reads. Each value is one more
     compile of the decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
     ``scan_shortcuts`` (default True; 1.02x-1.16x the speed of False on the binary
     bag-of-words sets amazon_computers and amazon_photo in three runs on an H200 and an
@@ -686,9 +699,13 @@ class DeviceCompressedMatrix:
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
                  stretch: bool = True, fill_base: bool = True, zero_fill: bool = True,
-                 blocks_per_sm: Optional[int] = None, scan_shortcuts: bool = True):
+                 clear_first: bool = False, blocks_per_sm: Optional[int] = None,
+                 scan_shortcuts: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
+        if clear_first and not (fill_base and zero_fill):
+            raise ValueError("clear_first needs fill_base and zero_fill: it skips the "
+                             "clearing of rows that zero_fill clears")
         if threads % 32 or not 32 <= threads <= 512:
             raise ValueError("threads must be a multiple of 32 in [32, 512]")
         self.cm = cm
@@ -740,10 +757,15 @@ class DeviceCompressedMatrix:
             _small_to_device(a, self.device) for a in base_round_tables(cm))
         self.fill_base = bool(fill_base)
         self.zero_fill = bool(zero_fill)
+        self.clear_first = bool(clear_first)
         fill = fill_groups(cm)
         self._fill_groups = _small_to_device(fill, self.device)
         self._fill_groups_zero = _small_to_device(fill_modes(cm, fill, zero_fill=True),
                                                   self.device)
+        cleared = fill_modes(cm, fill, zero_fill=True, clear_first=True)
+        self._fill_groups_cleared = _small_to_device(cleared, self.device)
+        # nothing to skip without such groups, so no clearing either
+        self._clear_pays = bool((cleared == 3).any())
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -778,7 +800,9 @@ class DeviceCompressedMatrix:
         if idx is None:
             return out
         b = idx.numel()
-        kernel, head, tail = self._launch_plan(idx.dtype)
+        kernel, head, tail, clear = self._launch_plan(idx.dtype)
+        if clear:
+            out.zero_()   # on the current stream, like the kernel
         grid = _grid(self.device, b, self.threads // 32, self.threads, self._smem, kernel)
         args = head + (_ptr(idx), _ptr(pos), _i64(b), _ptr(out)) + tail
         _launch(kernel, self.device, grid, self.threads, args, self._smem)
@@ -787,13 +811,14 @@ class DeviceCompressedMatrix:
     __call__ = gather
 
     def _launch_plan(self, index_dtype: torch.dtype) -> tuple:
-        """``(kernel, head, tail)`` for a gather with indices of ``index_dtype``: the decode
-        kernel and its arguments before and after the per-call ones (index, positions, row
-        count, output), built once per setting of the public decode switches. A gather of a
+        """``(kernel, head, tail, clear)`` for a gather with indices of ``index_dtype``: the
+        decode kernel and its arguments before and after the per-call ones (index, positions,
+        row count, output), and whether the output is cleared before the launch, built once
+        per setting of the public decode switches. A gather of a
         few thousand short rows takes tens of microseconds on the device, so converting two
         dozen constant arguments on every call would be a visible share of it."""
         settings = (index_dtype, self.blocks_per_sm, self.scan_shortcuts, self.fill_base,
-                    self.zero_fill, self.fixed_rounds, self.stretch)
+                    self.zero_fill, self.clear_first, self.fixed_rounds, self.stretch)
         plan = self._launch_plans.get(settings)
         if plan is None:
             name = (f"ibp_decode_w{self.chunk_bits}_i{32 if index_dtype == torch.int32 else 64}"
@@ -801,7 +826,9 @@ class DeviceCompressedMatrix:
             kernel = _kernel("ibp_decode.cu", name, self.device.index,
                              decode_defines(self.threads, self.blocks_per_sm,
                                             self.scan_shortcuts))
+            clear = self.fill_base and self.zero_fill and self.clear_first and self._clear_pays
             fill = (None if not self.fill_base else
+                    self._fill_groups_cleared if clear else
                     self._fill_groups_zero if self.zero_fill else self._fill_groups)
             head = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                     _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
@@ -814,7 +841,7 @@ class DeviceCompressedMatrix:
                     _i64(self.num_rows), _i64(self.num_chunks))
             tail = (_i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
                     _i64(self._cap_words))
-            plan = self._launch_plans[settings] = (kernel, head, tail)
+            plan = self._launch_plans[settings] = (kernel, head, tail, clear)
         return plan
 
 

@@ -47,16 +47,17 @@ collect() {    # results so far to $OUT, so a run stopped at its limit still ret
 stage() { echo; echo "== $1 (t=$((SECONDS - start)) s)"; }
 
 # Compiles that take tens of seconds each run in the background while the kernel compile
-# check runs, a process each: every CUDA module for the device (scripts/warm_kernels.py),
-# and for the stages after facts the codec's numba kernels, the extended planner's in one
-# job and each chunk width's in another (scripts/warm_codec.py)
+# check runs, a process each: for the stages after facts the codec's numba kernels, the
+# extended planner's in one job and each chunk width's in another (scripts/warm_codec.py),
+# and every CUDA module for the device (scripts/warm_kernels.py). The numba jobs, the longest
+# (44-53 s in run G), start first: listing the CUDA jobs imports torch (14 s in run G).
 warm_pids=()
-for job in $($PY scripts/warm_kernels.py --jobs); do
-    $PY scripts/warm_kernels.py "$job" & warm_pids+=($!)
-done
 if has tests || has bench || has train || has pca || has loader || has profile; then
     for job in planner 16 32 64; do $PY scripts/warm_codec.py "$job" & warm_pids+=($!); done
 fi
+for job in $($PY scripts/warm_kernels.py --jobs); do
+    $PY scripts/warm_kernels.py "$job" & warm_pids+=($!)
+done
 
 if has facts; then
     stage "device facts"

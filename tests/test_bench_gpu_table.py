@@ -76,19 +76,35 @@ def test_table_lists_training_batches():
          "torch_cpu_index_select_to_cuda": {"GBps": 2.0},
          "train_batch": {"rows": 131072, "ibp_pinned_unsorted": {**gbps, "physical_GBps": 9.0,
                                                                  "logical_GBps": 45.0},
+                         "ibp_pinned_unsorted_clear_first": {**gbps, "logical_GBps": 70.0},
                          "raw_same_size_unsorted": {"GBps": 10.0}},
          "zero_rows": {"rows": 1024, "train_batch": {"logical_GBps": 90.0}}}
     res = {"card": "test card", "link": {"h2d_GBps": 50.0, "device_write_GBps": 100.0},
            "raw_rows": [], "datasets": [d]}
-    rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
+
+    def table():
+        lines = _table(res).splitlines()
+        head = next(k for k, line in enumerate(lines) if "need/wr" in line)
+        rows = [line for line in lines if line.startswith("normalized/cora")]
+        return lines[head].split(), rows
+
+    header, rows = table()
     assert len(rows) == 2                          # no launch costs in this record
     # 131,072 rows: 9 against 10 GB/s; 16,384 rows: 8 against 10; of 100 GB/s of writes
-    # 0.8 x 10 x ratio 5 is needed, 45 reached, 90 by the all-zero rows
+    # 0.8 x 10 x ratio 5 is needed, 45 reached, 70 clearing first, 90 by the all-zero rows
+    assert header[-4:] == ["need/wr", "ibp/wr", "clr/wr", "zero/wr"]
     assert rows[1].split()[1:] == ["131072", "9.0", "10.0", "0.90", "16384", "0.80", "0.40",
-                                   "0.45", "0.90"]
-    del d["zero_rows"]                             # a result from before it was measured
-    rows = [line for line in _table(res).splitlines() if line.startswith("normalized/cora")]
-    assert rows[1].split()[-1] == "nan"
+                                   "0.45", "0.70", "0.90"]
+    # a result from before these were measured: their columns are left out
+    del d["zero_rows"], d["train_batch"]["ibp_pinned_unsorted_clear_first"]
+    header, rows = table()
+    assert header[-2:] == ["need/wr", "ibp/wr"]
+    assert rows[1].split()[-2:] == ["0.40", "0.45"]
+    # one dataset without them among others: NaN in its row
+    res["datasets"] = [d, {**d, "dataset": "normalized/cora2", "zero_rows": {
+        "train_batch": {"logical_GBps": 50.0}}}]
+    header, rows = table()
+    assert header[-1] == "zero/wr" and [r.split()[-1] for r in rows[2:]] == ["nan", "0.50"]
 
 
 def test_zero_rows_with_cpu_stand_ins(monkeypatch):

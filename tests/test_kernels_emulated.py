@@ -196,7 +196,11 @@ I = ctypes.c_int
 
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
-               fixed_rounds=True, stretch=True, fill_base=True, zero_fill=True):
+               fixed_rounds=True, stretch=True, fill_base=True, zero_fill=True,
+               clear_first=False, prefill=None):
+    """The decode kernel's output for requests ``idx``, launched as ``DeviceCompressedMatrix``
+    launches it with these settings. The output starts as ``prefill`` bytes (default: 0 where
+    ``clear_first`` has the caller clear it, else 0x5A, so unwritten bytes show)."""
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -205,7 +209,6 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
         idx, pos = idx[order], order.astype(np.int64)
     idx = np.ascontiguousarray(idx)
     b = len(idx)
-    out = np.full((b, cm.row_bytes), 0x5A, np.uint8)
     ityp = "i32" if idx.dtype == np.int32 else "i64"
     offset_lo, block_base, offset_shift = gpu.device_offset_tables(cm)
     otyp = "o16" if offset_lo.dtype == np.uint16 else "o32"
@@ -216,8 +219,11 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
     # every group the fill path can take, not only those it pays for
-    fill = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1),
-                          zero_fill=zero_fill) if fill_base else None
+    fill = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1), zero_fill=zero_fill,
+                          clear_first=clear_first) if fill_base else None
+    if prefill is None:
+        prefill = 0 if fill is not None and (fill == 3).any() else 0x5A
+    out = np.full((b, cm.row_bytes), prefill, np.uint8)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(fill), _p(prefix),
        _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
@@ -306,6 +312,10 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
     # rows of groups whose bit values are zero filled with them instead of cleared
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
+    # the output cleared before the launch, those rows' clearing skipped
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, clear_first=True), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx, clear_first=True, sort=True,
+                                             stage=False, cap_bytes=0), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
 
@@ -369,10 +379,14 @@ def test_emulated_cases_reach_filled_rows():
                 if fill.any():
                     seen.add("list" if cm.list_header else "bitmap")
                 modes = gpu.fill_modes(cm, fill, zero_fill=True)
-                seen |= {f"mode {m}" for m in modes}
+                cleared = gpu.fill_modes(cm, fill, zero_fill=True, clear_first=True)
+                np.testing.assert_array_equal(cleared, np.where(modes == 2, 3, modes))
+                seen |= {f"mode {m}" for m in (*modes, *cleared)}
                 if fill.any() and not fill.all():
                     seen.add("mixed groups")
-    assert seen == {"list", "bitmap", "mixed groups", "mode 0", "mode 1", "mode 2"}
+    assert seen == {"list", "bitmap", "mixed groups", "mode 0", "mode 1", "mode 2", "mode 3"}
+    with pytest.raises(ValueError, match="clear_first needs zero_fill"):
+        gpu.fill_modes(cm, fill, zero_fill=False, clear_first=True)
     x = MATRICES["list_full_rounds"]
     cm = compress(x, chunk_bits=32)
     assert cm.list_header and gpu.fill_groups(cm, max_entry_rounds=1).all()
@@ -480,6 +494,36 @@ def test_emulated_decode_bad_index_writes_zeros(libs):
     out = emu_decode(libs["ibp_decode.cu"], cm, np.array([0, -1, cm.num_rows, 3], np.int64))
     assert not out[1].any() and not out[2].any()
     np.testing.assert_array_equal(out[[0, 3]], expected_bytes(cm, [0, 3]))
+
+
+@pytest.mark.parametrize("w", [16, 32, 64])
+def test_emulated_cleared_rows_write_only_their_entries(libs, w):
+    """Where the caller clears the output first (``clear_first``), a row of a group whose base
+    patterns are all zero writes only its nonzero chunks: launched on an output that was not
+    cleared, every other chunk of such a row keeps its old bytes. Raw rows and bad indices
+    are still written whole."""
+    rng = np.random.default_rng(12)
+    x = (rng.random((200, 90)) < 0.04).astype(np.float32)
+    x[::13] = rng.integers(0, 2**32, (16, 90), np.uint32).view(np.float32)   # raw rows
+    cm = compress(x, chunk_bits=w)
+    modes = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1), zero_fill=True,
+                           clear_first=True)
+    assert cm.num_groups == 1 and modes.tolist() == [3] and cm.raw_flags.any()
+    idx = rng.integers(0, cm.num_rows, 150).astype(np.int64)
+    idx[:3] = [-1, cm.num_rows, 13]
+    lib = libs["ibp_decode.cu"]
+    out = emu_decode(lib, cm, idx, clear_first=True, prefill=0x5A)
+    bad = (idx < 0) | (idx >= cm.num_rows)
+    assert not out[bad].any()
+    exp = expected_bytes(cm, idx[~bad])
+    wd = WORD_DTYPES[w]
+    got, want = out[~bad].view(wd), exp.view(wd)
+    old = np.full_like(want, 0x5A5A5A5A5A5A5A5A & ((1 << w) - 1))
+    raw = cm.raw_flags[idx[~bad]][:, None]
+    np.testing.assert_array_equal(got, np.where(raw | (want != 0), want, old))
+    assert (got == old).any() and raw.any()
+    # cleared first, the same launch gives the rows exactly
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx[~bad], clear_first=True), exp)
 
 
 @pytest.mark.parametrize("row_bytes,vec,itype", [(64, 16, "i64"), (24, 8, "i64"),
@@ -622,6 +666,100 @@ def test_base_round_tables_are_the_offsets_of_all_base_rounds():
                 run += free[k][j]
             assert round_bits[k * rounds + r] == run
     assert round_bits.max() > 0
+
+
+@pytest.fixture
+def emulated_device(libs, monkeypatch):
+    """``gpu.DeviceCompressedMatrix`` (``location="device"``) on a stand-in device: its tensors
+    live in host memory and its launches run the emulated kernels, so the launcher's own
+    work (kernel choice, argument order, tables, the output and its clearing) is checked on
+    machines without a GPU. Each gather's output starts as 0xA5 bytes, as memory the caching
+    allocator hands back would hold old bytes."""
+    host = torch.device("cpu")
+    monkeypatch.setattr(gpu, "_resolve_device", lambda device: host)
+    monkeypatch.setattr(gpu, "_device_props", lambda device: {
+        "sms": 2, "threads_per_sm": 2048, "smem_per_sm": 228 << 10, "smem_optin": 227 << 10})
+    monkeypatch.setattr(gpu, "_to_device_bytes", lambda arr, device: torch.from_numpy(
+        np.ascontiguousarray(arr).reshape(-1).view(np.uint8).copy()))
+    monkeypatch.setattr(gpu, "_kernel", lambda file, name, index, defines=(): (name, defines))
+    monkeypatch.setattr(gpu, "_grid", lambda device, items, per_block, threads, smem=0,
+                        kernel=None: max(1, min(-(-items // per_block), 3)))
+    start = gpu._start_gather
+
+    def dirty_start(*args):
+        idx, pos, out = start(*args)
+        if idx is not None:
+            out.fill_(0xA5)
+        return idx, pos, out
+
+    monkeypatch.setattr(gpu, "_start_gather", dirty_start)
+    kinds = {np.uint64: ctypes.c_void_p, np.int64: L, np.int32: I}   # u64: pointers
+
+    def launch(kernel, device, grid, block, args, smem=0):
+        name, defines = kernel
+        lib = libs[FULL_SCANS if defines == gpu.decode_defines(scan_shortcuts=False)
+                   else "ibp_decode.cu"]
+        getattr(lib, f"emu_{name}")(I(grid), I(block),
+                                    *(kinds[type(a)](int(a)) for a in args))
+
+    monkeypatch.setattr(gpu, "_launch", launch)
+    return lambda cm, **kw: gpu.DeviceCompressedMatrix(cm, "cuda", "device", **kw)
+
+
+SETTINGS = [{}, {"clear_first": True}, {"zero_fill": False}, {"fill_base": False},
+            {"scan_shortcuts": False}, {"stretch": False, "fill_base": False},
+            {"fixed_rounds": False, "fill_base": False},
+            {"warp_buffer_bytes": 0, "mask_smem_limit": 0, "clear_first": True},
+            {"threads": 32, "sort_indices": True}]
+
+
+# one chunk width per matrix by default (raw rows, row groups, 16-bit words); all with --runslow
+LAUNCHER_QUICK = {(32, "f32_sparse"), (16, "clustered"), (64, "wide_random")}
+
+
+@pytest.mark.parametrize("name,w", [
+    pytest.param(name, w, marks=() if (w, name) in LAUNCHER_QUICK else pytest.mark.slow)
+    for name in ("f32_sparse", "clustered", "wide_random", "f16_odd") for w in (16, 32, 64)])
+def test_launcher_decodes_bit_exact_on_the_emulated_kernel(emulated_device, name, w):
+    cm = compress(MATRICES[name], chunk_bits=w)
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, cm.num_rows, 150)
+    exp = expected_bytes(cm, idx)
+    for kw in SETTINGS:
+        dev = emulated_device(cm, **kw)
+        for itype in (torch.int64, torch.int32) if not kw else (torch.int64,):
+            got = dev.gather(torch.from_numpy(idx).to(itype))
+            assert got.dtype == cm.torch_dtype and tuple(got.shape) == (150, *cm.row_shape)
+            np.testing.assert_array_equal(got.reshape(150, -1).view(torch.uint8).numpy(), exp,
+                                          err_msg=str(kw))
+    with pytest.raises(IndexError):
+        dev.gather([0, cm.num_rows])
+
+
+def test_launcher_clears_the_output_only_where_it_pays(emulated_device):
+    """clear_first clears the output before the launch when some group's rows skip their
+    clearing, and is a no-op (no clearing, the usual tables) where no group can."""
+    sparse = compress(MATRICES["f32_sparse"], chunk_bits=32)
+    dense = compress(MATRICES["wide_dense"], chunk_bits=32)
+    assert emulated_device(sparse, clear_first=True)._clear_pays
+    assert not emulated_device(dense, clear_first=True)._clear_pays
+    for cm in (sparse, dense):
+        dev = emulated_device(cm, clear_first=True)
+        _, _, _, clear = dev._launch_plan(torch.int64)
+        assert clear == dev._clear_pays
+        dev.clear_first = False                   # a public switch, read at each gather
+        assert dev._launch_plan(torch.int64)[3] is False
+        idx = np.arange(cm.num_rows)[::-2]
+        got = dev.gather(idx)
+        np.testing.assert_array_equal(got.reshape(len(idx), -1).view(torch.uint8).numpy(),
+                                      expected_bytes(cm, idx))
+
+
+def test_clear_first_needs_zero_fill():
+    cm = compress(MATRICES["f32_sparse"], chunk_bits=32)
+    for kw in ({"zero_fill": False}, {"fill_base": False}):
+        with pytest.raises(ValueError, match="clear_first needs fill_base and zero_fill"):
+            gpu.DeviceCompressedMatrix(cm, "cpu", clear_first=True, **kw)
 
 
 def test_fill_groups_are_the_groups_without_free_base_bits():
