@@ -676,9 +676,10 @@ class DeviceCompressedMatrix:
     a GPU): with ``zero_fill``, each gather clears its whole output in one contiguous pass
     (``Tensor.zero_``, the device's full write rate) before the decode kernel, which then
     writes only the chunks of those rows that miss their base patterns. It costs an extra
-    launch and a second write of every other row; it replaces clearing by some 4,000 warps at
-    once, each in a row of its own, with which the decoder delivers 51%-77% of the device's
-    write rate on the five sparsest sets (three runs on an H200 and an H100, see the README).
+    launch, a second write of every other row, and those chunks' writes land in memory no
+    longer cached; it replaces clearing by some 4,000 warps at once, each in a row of its own,
+    with which the decoder delivers 51%-77% of the device's write rate on the five sparsest
+    sets (three runs on an H200 and an H100, see the README).
     ``blocks_per_sm`` (default None: 64 registers a thread at most, so 1,024 threads fit an
     SM; 5 ran at 0.73x-1.11x the default's speed on an H200): the decode kernel is compiled
     so that this many blocks of ``threads`` fit on an SM at once, the compiler capping its
