@@ -684,8 +684,8 @@ class DeviceCompressedMatrix:
     SM; 5 ran at 0.73x-1.11x the default's speed on an H200): the decode kernel is compiled
     so that this many blocks of ``threads`` fit on an SM at once, the compiler capping its
     registers per thread to fit (spilling if it must): more warps in flight to hide the
-    latency of the payload's reads. Each value is one more
-    compile of the decode kernels (kept in CuPy's on-disk cache; see :func:`load_kernels`).
+    latency of the payload's reads. Each value is one more compile of the decode kernels
+    (kept in CuPy's on-disk cache; see :func:`load_kernels`).
     ``scan_shortcuts`` (default True; 1.02x-1.16x the speed of False on the binary
     bag-of-words sets amazon_computers and amazon_photo in three runs on an H200 and an
     H100, 0.73x-1.36x over all sets, see the README): where the selector widths or free-bit
@@ -815,9 +815,9 @@ class DeviceCompressedMatrix:
         """``(kernel, head, tail, clear)`` for a gather with indices of ``index_dtype``: the
         decode kernel and its arguments before and after the per-call ones (index, positions,
         row count, output), and whether the output is cleared before the launch, built once
-        per setting of the public decode switches. A gather of a
-        few thousand short rows takes tens of microseconds on the device, so converting two
-        dozen constant arguments on every call would be a visible share of it."""
+        per setting of the public decode switches. A gather of a few thousand short rows
+        takes tens of microseconds on the device, so converting two dozen constant arguments
+        on every call would be a visible share of it."""
         settings = (index_dtype, self.blocks_per_sm, self.scan_shortcuts, self.fill_base,
                     self.zero_fill, self.clear_first, self.fixed_rounds, self.stretch)
         plan = self._launch_plans.get(settings)

@@ -132,8 +132,8 @@ def test_row_widths(shape, dtype, w):
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
                {"zero_fill": False}, {"clear_first": True}, {"fill_base": False},
-               {"blocks_per_sm": CAPPED},
-               {"scan_shortcuts": False}, {"stretch": False, "fill_base": False},
+               {"blocks_per_sm": CAPPED}, {"scan_shortcuts": False},
+               {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False},
                {"fixed_rounds": False, "warp_buffer_bytes": 0, "fill_base": False},
                {"warp_buffer_bytes": 0, "mask_smem_limit": 0}):
