@@ -107,6 +107,37 @@ def test_table_lists_training_batches():
     assert header[-1] == "zero/wr" and [r.split()[-1] for r in rows[2:]] == ["nan", "0.50"]
 
 
+def test_table_judges_the_physical_target():
+    def record(name, ratio, phys, sz, train=None):
+        gbps = {"logical_GBps": phys * ratio, "physical_GBps": phys, "seconds": 1e-4}
+        d = {"dataset": f"normalized/{name}", "ratio": ratio, "batch": 16384,
+             "ibp_pinned_unsorted": gbps, "ibp_pinned_sorted": gbps, "ibp_device_unsorted": gbps,
+             "ibp_basic_pinned_unsorted": gbps, "raw_unsorted": {"GBps": 20.0},
+             "raw_same_size_unsorted": {"GBps": sz},
+             "torch_cpu_index_select_to_cuda": {"GBps": 2.0}}
+        if train is not None:                       # (phys, sz) on 131,072 rows
+            d["train_batch"] = {"rows": 131072, "ibp_pinned_unsorted": {
+                **gbps, "physical_GBps": train[0], "logical_GBps": train[0] * ratio},
+                "raw_same_size_unsorted": {"GBps": train[1]}}
+        return d
+
+    # write bandwidth 1,000 GB/s: 0.8 x 30 x ratio 50 = 1,200 needed on "far", 960 on "near"
+    res = {"card": "test card", "link": {"h2d_GBps": 50.0, "device_write_GBps": 1000.0},
+           "raw_rows": [], "datasets": [
+               record("dense", 1.2, 40.0, 45.0),                 # no training batch: 0.89x
+               record("good", 5.0, 5.0, 10.0, train=(9.0, 10.0)),   # 0.5x, then 0.9x
+               record("near", 40.0, 20.0, 30.0, train=(20.0, 30.0)),
+               record("far", 50.0, 20.0, 30.0, train=(20.0, 30.0)),
+               {"dataset": "normalized/broken", "error": "skipped"}]}
+    verdict = _table(res).splitlines()[-1]
+    assert verdict.startswith("physical target")
+    assert "met on 2 of 4 sets (dense, good)" in verdict
+    assert "not met on 1 (near)" in verdict and "out of reach on 1 (far)" in verdict
+    del res["link"]["device_write_GBps"]            # results from before it was measured
+    verdict = _table(res).splitlines()[-1]
+    assert "not met on 2 (near, far)" in verdict and "not measured" in verdict
+
+
 def test_zero_rows_with_cpu_stand_ins(monkeypatch):
     # the write-ceiling measurement's bookkeeping, with the CPU decoder standing in for the
     # device and a fixed time for each median
