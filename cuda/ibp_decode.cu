@@ -239,17 +239,18 @@ __device__ __forceinline__ void decode_chunks(const Word* stream, const Patterns
   at->free_at += (u64)free_total;
 }
 
-// Zero the n bytes at p, 16 bytes per lane and store where p allows, single bytes at the ends.
-__device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n, int lane) {
+// Zero the n bytes at p by threads t = 0 .. nt-1 (nt >= 16, a warp or a block), 16 bytes per
+// thread and store where p allows, single bytes at the ends.
+__device__ __forceinline__ void zero_bytes(u8* __restrict__ p, long long n, int t, int nt) {
   long long head = (long long)((16u - (unsigned)((u64)p & 15u)) & 15u);
   if (head > n) head = n;
-  if (lane < head) p[lane] = 0;
+  if (t < head) p[t] = 0;
   const long long vecs = (n - head) >> 4;
   uint4* v = reinterpret_cast<uint4*>(p + head);
   const uint4 zero = {0u, 0u, 0u, 0u};
-  for (long long k = lane; k < vecs; k += 32) v[k] = zero;
+  for (long long k = t; k < vecs; k += nt) v[k] = zero;
   const long long tail = head + (vecs << 4);
-  if (lane < n - tail) p[tail + lane] = 0;
+  if (t < n - tail) p[tail + t] = 0;
 }
 
 // Decode a row whose group's base patterns have no free bits (every chunk that matches its
@@ -257,10 +258,9 @@ __device__ __forceinline__ void warp_zero_bytes(u8* __restrict__ p, long long n,
 // chunks that miss their base patterns ("entries") are decoded over them, 32 entries at a time
 // for a list header, a round at a time (skipping rounds without entries) for a bitmap. In
 // sparse rows that is a few steps of work instead of one per 32 chunks.
-// fill (the group's entry of fill_groups): 1 the row is written with the bit values; 2 they
-// are all zero (bag-of-words rows), so the row is cleared with wide stores and no loads; 3 they
-// are all zero and the whole output was cleared before the launch, in one contiguous pass at
-// the device's full write rate, so only the entries are written here.
+// fill: 1 the row is written with the bit values; 2 they are all zero (bag-of-words rows), so
+// the row is cleared with wide stores and no loads; 3 they are all zero and the row is clear
+// already (rows_clear in decode_encoded_row), so only the entries are written.
 template <typename Word>
 __device__ __forceinline__ void decode_filled_row(const Word* header, const Word* stream,
                                                   u64 stream_bits, const Patterns<Word>& pat,
@@ -269,7 +269,7 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
                                                   u8* __restrict__ dst, long long row_bytes,
                                                   int unit, int lane) {
   if (fill == 2) {
-    warp_zero_bytes(dst, row_bytes, lane);
+    zero_bytes(dst, row_bytes, lane, 32);
   } else if (fill == 1) {
     warp_copy<Word>(pat.bitval, C, lane,
                     [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
@@ -317,9 +317,14 @@ __device__ __forceinline__ void decode_filled_row(const Word* header, const Word
 // round's total. Such rounds, nearly all of them in sparse rows, then need no warp scans and,
 // with a list header, no reading of list entries. Up to max_stretch (>= 1) such rounds in a
 // row are decoded together (decode_base_rounds).
+//
+// fill_groups (optional): per row group, 1 fill its rows with the base bit values first, 2
+// clear them first (the bit values are all zero), 0 neither (decode_filled_row); rows_clear:
+// dst is clear already, so rows of groups of 2 skip the clearing.
 template <typename Word>
 __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patterns<Word>& all,
                                                    const u8* __restrict__ fill_groups,
+                                                   bool rows_clear,
                                                    const u16* __restrict__ base_prefix,
                                                    const u16* __restrict__ round_bits,
                                                    long long max_stretch, long long len,
@@ -334,8 +339,9 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   long long group = (long long)read_bits<Word>(stream, 0, group_bits);
   if (group >= num_groups) group = 0;  // validated on load; never index past the tables
   const Patterns<Word> pat = group_patterns<Word>(all, group * C);
-  const int fill = fill_groups != nullptr ? (int)__ldg(fill_groups + group) : 0;
-  if (fill) {  // 1: fill with the bit values, 2: clear, 3: cleared before the launch
+  int fill = fill_groups != nullptr ? (int)__ldg(fill_groups + group) : 0;
+  if (fill == 2 && rows_clear) fill = 3;
+  if (fill) {  // 1: fill with the bit values, 2: clear, 3: clear already
     decode_filled_row<Word>(src, stream, stream_bits, pat, fill, C, group_bits,
                             list_header, count_bits, pos_bits, dst, row_bytes, unit, lane);
     return;
@@ -386,6 +392,22 @@ __device__ __forceinline__ void decode_encoded_row(const Word* src, const Patter
   }
 }
 
+// Who clears the rows of groups whose bit values are all zero (fill_groups 2), the
+// clear_rows argument: each row's warp, just before decoding it; the caller, who clears the
+// whole output before the launch in one contiguous pass; or each block, all of its warps'
+// rows of a round together, one contiguous stretch of the output (requests in the caller's
+// order only: with out_pos the rows lie apart, and their warps clear them).
+#define IBP_CLEAR_BY_WARP 0
+#define IBP_CLEAR_BY_CALLER 1
+#define IBP_CLEAR_BY_BLOCK 2
+
+// Clearing by blocks is compiled only with IBP_DECODE_CLEAR_BY_BLOCK (else such launches clear
+// by warp): compiled in, its round loop gives the 64-bit kernels 28 and 68 bytes of spill
+// stores and loads a thread against 16 and 16 (nvcc 13.0, sm_90), used or not.
+#ifndef IBP_DECODE_CLEAR_BY_BLOCK
+#define IBP_DECODE_CLEAR_BY_BLOCK 0
+#endif
+
 template <typename Word, typename Index, typename Off>
 __device__ __forceinline__ void ibp_gather_decode(
     const Word* __restrict__ payload, const Off* __restrict__ offset_lo,
@@ -397,7 +419,8 @@ __device__ __forceinline__ void ibp_gather_decode(
     long long max_stretch, int list_header, int num_groups,
     long long num_rows, long long C,
     const Index* __restrict__ index, const long long* __restrict__ out_pos, long long B,
-    u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words) {
+    u8* __restrict__ out, long long row_bytes, int unit, int stage_masks, long long cap_words,
+    int clear_rows) {
   constexpr int W = WordOps<Word>::BITS;
   // u64 elements so the dynamic buffer is 8-byte aligned for either word width.
   extern __shared__ u64 ibp_smem_u64[];
@@ -429,24 +452,27 @@ __device__ __forceinline__ void ibp_gather_decode(
   const int warp = threadIdx.x >> 5;
   const long long warps_per_block = blockDim.x >> 5;
   Word* buf = warp_bufs + warp * cap_words;
+  // uniform over the grid, so the block's barriers below are safe
+  const bool by_block =
+      IBP_DECODE_CLEAR_BY_BLOCK && clear_rows == IBP_CLEAR_BY_BLOCK && out_pos == nullptr;
+  const bool rows_clear = clear_rows == IBP_CLEAR_BY_CALLER || by_block;
 
   // the encoded row of len words at src (the warp's buffer or the payload) decoded into dst
   auto decode_row = [&](const Word* src, long long len, u8* dst) {
-    decode_encoded_row<Word>(src, pat, fill_groups, base_prefix, round_bits, max_stretch, len, C,
-                             H, num_groups, group_bits, list_header, count_bits, pos_bits, dst,
-                             row_bytes, unit, lane);
+    decode_encoded_row<Word>(src, pat, fill_groups, rows_clear, base_prefix, round_bits,
+                             max_stretch, len, C, H, num_groups, group_bits, list_header,
+                             count_bits, pos_bits, dst, row_bytes, unit, lane);
   };
 
-  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
-  for (long long b = blockIdx.x * warps_per_block + warp; b < B;
-       b += (long long)gridDim.x * warps_per_block) {
+  // request b decoded into its row of the output
+  auto serve = [&](long long b) {
     const long long row = (long long)__ldg(index + b);
     u8* dst = out + (out_pos ? (long long)__ldg(out_pos + b) : b) * row_bytes;
     // Python validates indices first; this keeps a bad index from reading out of bounds
     // even when validation was skipped.
     if (row < 0 || row >= num_rows) {
       for (long long k = lane; k < row_bytes; k += 32) dst[k] = 0;
-      continue;
+      return;
     }
     const u64 start = row_offset<Off>(offset_lo, block_base, offset_shift, row);
     const u64 end = row_offset<Off>(offset_lo, block_base, offset_shift, row + 1);
@@ -456,7 +482,7 @@ __device__ __forceinline__ void ibp_gather_decode(
     if (len == C) {  // stored raw: a straight copy
       warp_copy<Word>(src, C, lane,
                       [&](long long k, Word v) { store_chunk<Word>(dst, k, v, row_bytes, unit); });
-      continue;
+      return;
     }
 
     if (len <= cap_words) {
@@ -470,6 +496,20 @@ __device__ __forceinline__ void ibp_gather_decode(
       // Long rows: decode straight from the payload, one dependent read per round.
       decode_row(src, len, dst);
     }
+  };
+
+  // Persistent warps: the shared mask/bitval copy is paid once per block, not once per row.
+  // Each round a block serves requests [first, first + warps_per_block), a warp each; the
+  // next round's lie gridDim.x * warps_per_block further on. (One loop for both ways of
+  // clearing: with the request's decoding written out twice, ptxas spilled far more.)
+  for (long long first = blockIdx.x * warps_per_block; first < B;
+       first += (long long)gridDim.x * warps_per_block) {
+    if (by_block) {
+      const long long rows = B - first < warps_per_block ? B - first : warps_per_block;
+      zero_bytes(out + first * row_bytes, rows * row_bytes, threadIdx.x, blockDim.x);
+      __syncthreads();  // the rows are clear before any warp writes into them
+    }
+    if (first + warp < B) serve(first + warp);
   }
 }
 
@@ -482,12 +522,13 @@ __device__ __forceinline__ void ibp_gather_decode(
       int num_groups, long long num_rows, long long C, const INDEX* index,                     \
       const long long* out_pos,                                                                \
       long long B, u8* out, long long row_bytes, int unit, int stage_masks,                    \
-      long long cap_words) {                                                                   \
+      long long cap_words, int clear_rows) {                                                   \
     ibp_gather_decode<WORD, INDEX, OFF>(payload, offset_lo, block_base, offset_shift, mask,    \
                                         bitval, sel, alt_base, alt_mask, alt_bitval,           \
                                         fill_groups, base_prefix, round_bits, max_stretch,     \
                                         list_header, num_groups, num_rows, C, index, out_pos,  \
-                                        B, out, row_bytes, unit, stage_masks, cap_words);      \
+                                        B, out, row_bytes, unit, stage_masks, cap_words,       \
+                                        clear_rows);                                           \
   }
 
 // ibp_decode_w{chunk bits}_i{index bits}_o{offset_lo bits}

@@ -16,8 +16,8 @@ Numbers (GB/s = 1e9 bytes/s, medians over repeats timed with CUDA events):
   sampled neighbourhood, where the batches above are smaller (``train_batch``). And the IBP
   gather of rows of an all-zero matrix of the same shape, on both batches (``zero_rows``):
   the fill alone, the most the decoder writes for rows of that size. The decode variants
-  (``DeviceCompressedMatrix`` settings) are timed on the first batch, and the one that clears
-  the output first (``clear_first``) on both.
+  (``DeviceCompressedMatrix`` settings) are timed on the first batch, and those that move the
+  clearing of rows elsewhere (``CLEARING_VARIANTS``) on both.
 """
 from __future__ import annotations
 
@@ -46,11 +46,19 @@ CAPPED_BLOCKS_PER_SM = 5
 RAW_ROWS_REPEAT_FACTOR = 3
 #: Rows of the all-zero matrix whose gather measures the decoder's write ceiling.
 ZERO_ROWS = 1024
+#: The decode variants that move the clearing of rows of all-zero bit values away from each
+#: row's warp (``clear_rows``): result key -> settings. Timed on the training-sized batch as
+#: well, where the decoder falls furthest short of the device's write bandwidth.
+CLEARING_VARIANTS = {
+    "clear_output": {"clear_rows": "output"},
+    "clear_by_block": {"clear_rows": "block"},
+}
 #: The decode variants the benchmark times that are compiled apart from the default kernel:
 #: result key -> ``DeviceCompressedMatrix`` settings (the device check compiles them up front).
 COMPILED_DECODE_VARIANTS = {
     f"blocks_per_sm{CAPPED_BLOCKS_PER_SM}": {"blocks_per_sm": CAPPED_BLOCKS_PER_SM},
     "full_scans": {"scan_shortcuts": False},
+    "clear_by_block": CLEARING_VARIANTS["clear_by_block"],
 }
 
 
@@ -179,8 +187,8 @@ def raw_rows(sizes, pool_bytes: int, batch_bytes: int, repeats: int,
 
 def decode_kernel_resources() -> dict:
     """Registers and local (spill) bytes per thread of a decode kernel (32-bit chunks, int64
-    indices) as loaded on the current device: as compiled by default, capped for
-    ``CAPPED_BLOCKS_PER_SM`` blocks per SM, and without the scan shortcuts."""
+    indices) as loaded on the current device: as compiled by default and for each of
+    ``COMPILED_DECODE_VARIANTS``."""
     out = {}
     for key, settings in {"default": {}, **COMPILED_DECODE_VARIANTS}.items():
         k = gpu._kernel("ibp_decode.cu", "ibp_decode_w32_i64_o32", torch.cuda.current_device(),
@@ -257,26 +265,26 @@ def bench_dataset(path: Path, tile_bytes: int, batch_bytes: int, repeats: int,
             rec["fill_eligible_groups"] = int(gpu.fill_groups(cm, max_entry_rounds=1).sum())
             rec["entry_round_share"] = [None if v != v else float(v)
                                         for v in gpu.entry_round_share(cm0)]
-            variants = (
+            variants = {
                 # the decode kernel with its registers capped so that more blocks share an SM;
                 # every round's selectors and free bits placed by full warp scans
-                *COMPILED_DECODE_VARIANTS.items(),
+                **COMPILED_DECODE_VARIANTS,
                 # groups whose bit values are all zero filled with them, not cleared with
                 # wide stores
-                ("bitval_fill", {"zero_fill": False}),
-                # the output cleared in one pass first, those rows' clearing skipped
-                ("clear_first", {"clear_first": True}),
-                ("no_fill", {"fill_base": False}),
-                ("round_by_round", {"fill_base": False, "stretch": False}),
-                ("general_rounds", {"fill_base": False, "stretch": False, "fixed_rounds": False}))
-            for key, settings in variants:
+                "bitval_fill": {"zero_fill": False},
+                # those rows cleared with the whole output first, or by whole blocks
+                **CLEARING_VARIANTS,
+                "no_fill": {"fill_base": False},
+                "round_by_round": {"fill_base": False, "stretch": False},
+                "general_rounds": {"fill_base": False, "stretch": False, "fixed_rounds": False}}
+            for key, settings in variants.items():
                 default = {name: getattr(dev, name) for name in settings}
                 for name, value in settings.items():
                     setattr(dev, name, value)
                 spot_check(dev)
                 t = _time_cuda(lambda: dev.gather(idx, check=False), repeats)
                 rec[f"ibp_pinned_unsorted_{key}"] = rates(t)
-                if key == "clear_first" and idx_train is not None:
+                if key in CLEARING_VARIANTS and idx_train is not None:
                     t = _time_cuda(lambda: dev.gather(idx_train, check=False), repeats)
                     rec["train_batch"][f"ibp_pinned_unsorted_{key}"] = rates(
                         t, train_bytes, train_rows)
@@ -377,9 +385,11 @@ def _variant_columns() -> tuple:
     return (
         ("bitval_fill", "bv fill", "ibp log with rows of all-zero bit values filled with them "
          "instead of cleared by wide stores"),
-        ("clear_first", "clr 1st", "ibp log with the output cleared in one pass before the "
+        ("clear_output", "clr out", "ibp log with the output cleared in one pass before the "
          "decode kernel, which then writes only the other chunks of rows of all-zero bit "
          "values"),
+        ("clear_by_block", "clr blk", "ibp log with such rows cleared by each block, its "
+         "warps' rows of a round together, before the warps write their other chunks"),
         (f"blocks_per_sm{capped}", f"{capped} blk/SM", "ibp log with the decode kernel's "
          f"registers capped so that {capped} blocks share an SM"),
         ("full_scans", "full scn", "ibp log with every round's selectors and free bits placed "
@@ -477,17 +487,22 @@ def _launch_table(res: dict) -> list[str]:
 
 def _train_batch_table(res: dict) -> list[str]:
     """The IBP gather against the raw=sz gather on training-sized batches, and as shares of
-    the device's write bandwidth: its logical GB/s, and, where the results hold them, that of
-    the gather clearing its output first and that of all-zero rows."""
+    the device's write bandwidth: its logical GB/s, and, where the results hold them, those
+    of the gathers clearing rows elsewhere and that of all-zero rows."""
     rows = [d for d in res["datasets"] if "raw_same_size_unsorted" in d.get("train_batch", {})]
     if not rows:
         return []
     write = res["link"].get("device_write_GBps", float("nan"))
     nan = float("nan")
+    def variant(key):
+        return lambda d: d["train_batch"].get(f"ibp_pinned_unsorted_{key}", {}).get(
+            "logical_GBps", nan)
+
     shares = [  # (column, logical GB/s of a dataset's record, legend)
-        ("clr/wr", lambda d: d["train_batch"].get("ibp_pinned_unsorted_clear_first", {})
-         .get("logical_GBps", nan),
-         "the share reached clearing the output first (clr 1st)"),
+        ("out/wr", variant("clear_output"), "the share reached clearing the output first "
+         "(clr out)"),
+        ("blk/wr", variant("clear_by_block"), "the share reached with rows cleared by blocks "
+         "(clr blk)"),
         ("zero/wr", lambda d: d.get("zero_rows", {}).get("train_batch", {})
          .get("logical_GBps", nan),
          "the share reached gathering rows of an all-zero matrix of the same shape (the fill "

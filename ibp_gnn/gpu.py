@@ -116,10 +116,12 @@ def _module(name: str, defines: tuple = ()):
 
 
 def decode_defines(threads: int = DECODE_THREADS, blocks_per_sm: Optional[int] = None,
-                   scan_shortcuts: bool = True) -> tuple:
+                   scan_shortcuts: bool = True, clear_rows: str = "warp") -> tuple:
     """The ``(macro, value)`` settings ibp_decode.cu is compiled with for a
     ``DeviceCompressedMatrix`` of these settings (the default ones add none)."""
     defines = () if scan_shortcuts else (("IBP_DECODE_SCAN_SHORTCUTS", 0),)
+    if clear_rows == "block":
+        defines += (("IBP_DECODE_CLEAR_BY_BLOCK", 1),)
     if blocks_per_sm is None:
         return defines
     return defines + (("IBP_DECODE_THREADS", int(threads)),
@@ -130,7 +132,8 @@ def load_kernels(decode_settings: Iterable[dict] = (), every_source: bool = True
     """Compile every kernel source for the current device now (CuPy keeps the result in its
     on-disk kernel cache, so later processes load it instead of compiling at first use), and
     the decode kernels for ``DeviceCompressedMatrix(**settings)`` for each dict of
-    ``decode_settings`` (keywords of :func:`decode_defines`, e.g. ``{"blocks_per_sm": 5}``).
+    ``decode_settings`` (keywords of :func:`decode_defines`, e.g. ``{"blocks_per_sm": 5}``
+    or ``{"clear_rows": "block"}``).
     ``every_source=False`` compiles only the latter (scripts/warm_kernels.py compiles each
     module in a process of its own). Modules this process already holds are left as they
     are."""
@@ -636,21 +639,23 @@ def fill_groups(cm: CompressedMatrix, max_entry_rounds: float = FILL_MAX_ENTRY_R
     return np.ascontiguousarray(fill, np.uint8)
 
 
-def fill_modes(cm: CompressedMatrix, fill: np.ndarray, *, zero_fill: bool,
-               clear_first: bool = False) -> np.ndarray:
+def fill_modes(cm: CompressedMatrix, fill: np.ndarray, *, zero_fill: bool) -> np.ndarray:
     """The decode kernel's per-group table (uint8 ``[G]``) from :func:`fill_groups`' ``fill``:
     0 decode round by round, 1 fill with the base bit values, 2 (only with ``zero_fill``) the
-    bit values are all zero, so the row is cleared instead, 3 (instead of 2, with
-    ``clear_first`` as well) the bit values are all zero and the caller clears the whole output
-    before the launch, so only the row's other chunks are written."""
-    if clear_first and not zero_fill:
-        raise ValueError("clear_first needs zero_fill")
+    bit values are all zero, so the row is cleared instead (or found clear: see
+    ``CLEAR_ROWS``)."""
     fill = np.asarray(fill, np.uint8)
     if not zero_fill or cm.num_chunks == 0:
         return np.ascontiguousarray(fill)
     zero = (np.asarray(cm.bitval).reshape(int(cm.num_groups), -1) == 0).all(axis=1)
-    return np.ascontiguousarray(np.where((fill == 1) & zero, 3 if clear_first else 2, fill),
-                                np.uint8)
+    return np.ascontiguousarray(np.where((fill == 1) & zero, 2, fill), np.uint8)
+
+
+#: ``DeviceCompressedMatrix(clear_rows=...)`` -> the decode kernel's ``clear_rows`` argument
+#: (``IBP_CLEAR_BY_*`` in ibp_decode.cu): who clears the rows of groups whose bit values are
+#: all zero. Each row's warp; the gather, the whole output in one pass before the launch; or
+#: each block, its warps' rows of a round together.
+CLEAR_ROWS = {"warp": 0, "output": 1, "block": 2}
 
 
 class DeviceCompressedMatrix:
@@ -672,14 +677,20 @@ class DeviceCompressedMatrix:
     decoded; False decodes them round by round like the others (same output). ``zero_fill``
     (default True; 0.92x-1.28x the speed of False on an H200, see the README): such groups
     whose bit values are all zero are cleared with 16-byte stores and no loads instead of
-    copying their bit values (same output). ``clear_first`` (default False; not yet timed on
-    a GPU): with ``zero_fill``, each gather clears its whole output in one contiguous pass
-    (``Tensor.zero_``, the device's full write rate) before the decode kernel, which then
-    writes only the chunks of those rows that miss their base patterns. It costs an extra
-    launch, a second write of every other row, and those chunks' writes land in memory no
-    longer cached; it replaces clearing by some 4,000 warps at once, each in a row of its own,
-    with which the decoder delivers 51%-77% of the device's write rate on the five sparsest
-    sets (three runs on an H200 and an H100, see the README).
+    copying their bit values (same output). ``clear_rows`` (with ``zero_fill``; neither
+    alternative to the default is timed on a GPU yet, see the README): who clears those rows.
+    ``"warp"`` (the default): each row's warp before decoding it, some 4,000 warps at once
+    each in a row of its own, with which the decoder delivers 51%-77% of the device's write
+    rate on the five sparsest sets (three runs on an H200 and an H100). ``"output"``: each
+    gather clears its whole output in one contiguous pass (``Tensor.zero_``, the device's full
+    write rate) before the decode kernel, which then writes only the chunks of those rows that
+    miss their base patterns; at the cost of an extra launch, a second write of every other
+    row, and those chunks' writes landing in memory no longer cached. ``"block"``: each block
+    of the decode kernel clears its warps' rows together, one contiguous stretch of the output
+    (requests in the caller's order; a sorted gather's rows lie apart and their warps clear
+    them), then each warp writes its row's other chunks while the stretch is likely cached;
+    at the cost of a barrier per round of the block's requests, where its warps wait for the
+    slowest; one more compile, like ``blocks_per_sm``. Same output either way.
     ``blocks_per_sm`` (default None: 64 registers a thread at most, so 1,024 threads fit an
     SM; 5 ran at 0.73x-1.11x the default's speed on an H200): the decode kernel is compiled
     so that this many blocks of ``threads`` fit on an SM at once, the compiler capping its
@@ -700,13 +711,16 @@ class DeviceCompressedMatrix:
                  threads: int = DECODE_THREADS, warp_buffer_bytes: int = WARP_BUFFER_BYTES,
                  mask_smem_limit: int = MASK_SMEM_LIMIT, fixed_rounds: bool = True,
                  stretch: bool = True, fill_base: bool = True, zero_fill: bool = True,
-                 clear_first: bool = False, blocks_per_sm: Optional[int] = None,
+                 clear_rows: str = "warp", blocks_per_sm: Optional[int] = None,
                  scan_shortcuts: bool = True):
         if location not in ("pinned", "device"):
             raise ValueError(f"location must be 'pinned' or 'device', got {location!r}")
-        if clear_first and not (fill_base and zero_fill):
-            raise ValueError("clear_first needs fill_base and zero_fill: it skips the "
-                             "clearing of rows that zero_fill clears")
+        if clear_rows not in CLEAR_ROWS:
+            raise ValueError(f"clear_rows must be one of {', '.join(map(repr, CLEAR_ROWS))}, "
+                             f"got {clear_rows!r}")
+        if clear_rows != "warp" and not (fill_base and zero_fill):
+            raise ValueError(f"clear_rows={clear_rows!r} needs fill_base and zero_fill: it "
+                             f"moves the clearing of the rows that zero_fill clears")
         if threads % 32 or not 32 <= threads <= 512:
             raise ValueError("threads must be a multiple of 32 in [32, 512]")
         self.cm = cm
@@ -758,15 +772,13 @@ class DeviceCompressedMatrix:
             _small_to_device(a, self.device) for a in base_round_tables(cm))
         self.fill_base = bool(fill_base)
         self.zero_fill = bool(zero_fill)
-        self.clear_first = bool(clear_first)
+        self.clear_rows = clear_rows
         fill = fill_groups(cm)
         self._fill_groups = _small_to_device(fill, self.device)
-        self._fill_groups_zero = _small_to_device(fill_modes(cm, fill, zero_fill=True),
-                                                  self.device)
-        cleared = fill_modes(cm, fill, zero_fill=True, clear_first=True)
-        self._fill_groups_cleared = _small_to_device(cleared, self.device)
-        # nothing to skip without such groups, so no clearing either
-        self._clear_pays = bool((cleared == 3).any())
+        cleared = fill_modes(cm, fill, zero_fill=True)
+        self._fill_groups_zero = _small_to_device(cleared, self.device)
+        # without such groups there is nothing to clear elsewhere
+        self._has_cleared_rows = bool((cleared == 2).any())
 
         c = self.num_chunks
         self._unit = _unit(self.row_bytes, ws)
@@ -801,8 +813,8 @@ class DeviceCompressedMatrix:
         if idx is None:
             return out
         b = idx.numel()
-        kernel, head, tail, clear = self._launch_plan(idx.dtype)
-        if clear:
+        kernel, head, tail, clear_rows = self._launch_plan(idx.dtype)
+        if clear_rows == CLEAR_ROWS["output"]:
             out.zero_()   # on the current stream, like the kernel
         grid = _grid(self.device, b, self.threads // 32, self.threads, self._smem, kernel)
         args = head + (_ptr(idx), _ptr(pos), _i64(b), _ptr(out)) + tail
@@ -812,24 +824,25 @@ class DeviceCompressedMatrix:
     __call__ = gather
 
     def _launch_plan(self, index_dtype: torch.dtype) -> tuple:
-        """``(kernel, head, tail, clear)`` for a gather with indices of ``index_dtype``: the
-        decode kernel and its arguments before and after the per-call ones (index, positions,
-        row count, output), and whether the output is cleared before the launch, built once
-        per setting of the public decode switches. A gather of a few thousand short rows
+        """``(kernel, head, tail, clear_rows)`` for a gather with indices of ``index_dtype``:
+        the decode kernel, its arguments before and after the per-call ones (index, positions,
+        row count, output), and the last of them (``clear_rows``, a value of ``CLEAR_ROWS``),
+        built once per setting of the public decode switches. A gather of a few thousand short rows
         takes tens of microseconds on the device, so converting two dozen constant arguments
         on every call would be a visible share of it."""
         settings = (index_dtype, self.blocks_per_sm, self.scan_shortcuts, self.fill_base,
-                    self.zero_fill, self.clear_first, self.fixed_rounds, self.stretch)
+                    self.zero_fill, self.clear_rows, self.fixed_rounds, self.stretch)
         plan = self._launch_plans.get(settings)
         if plan is None:
             name = (f"ibp_decode_w{self.chunk_bits}_i{32 if index_dtype == torch.int32 else 64}"
                     f"_o{self._offset_bits}")
+            moved = self.fill_base and self.zero_fill and self._has_cleared_rows
+            clear_by = self.clear_rows if moved else "warp"
             kernel = _kernel("ibp_decode.cu", name, self.device.index,
                              decode_defines(self.threads, self.blocks_per_sm,
-                                            self.scan_shortcuts))
-            clear = self.fill_base and self.zero_fill and self.clear_first and self._clear_pays
+                                            self.scan_shortcuts, clear_by))
+            clear_rows = CLEAR_ROWS[clear_by]
             fill = (None if not self.fill_base else
-                    self._fill_groups_cleared if clear else
                     self._fill_groups_zero if self.zero_fill else self._fill_groups)
             head = (_u64(self._payload_ptr), _ptr(self._offset_lo), _ptr(self._block_base),
                     _i32(self._offset_shift), _ptr(self._mask), _ptr(self._bitval),
@@ -841,8 +854,8 @@ class DeviceCompressedMatrix:
                     _i32(self._list_header), _i32(self._num_groups),
                     _i64(self.num_rows), _i64(self.num_chunks))
             tail = (_i64(self.row_bytes), _i32(self._unit), _i32(int(self._stage)),
-                    _i64(self._cap_words))
-            plan = self._launch_plans[settings] = (kernel, head, tail, clear)
+                    _i64(self._cap_words), _i32(clear_rows))
+            plan = self._launch_plans[settings] = (kernel, head, tail, clear_rows)
         return plan
 
 

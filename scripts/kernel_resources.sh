@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Registers and local-memory spills of the decode kernels (ptxas, no GPU needed), as compiled by
-# default, as DeviceCompressedMatrix(blocks_per_sm=N) compiles them (256 threads a block), and
-# as DeviceCompressedMatrix(scan_shortcuts=False) does.
+# default, as DeviceCompressedMatrix(blocks_per_sm=N) compiles them (256 threads a block), as
+# DeviceCompressedMatrix(scan_shortcuts=False) does, and as clear_rows="block" does.
 # Usage: scripts/kernel_resources.sh [ARCH [N ...]]   (default: sm_90 5); needs nvcc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +27,4 @@ for n in "${caps[@]}"; do
     report "$n blk/SM" -DIBP_DECODE_THREADS=256 -DIBP_DECODE_MIN_BLOCKS="$n"
 done
 report "full scn" -DIBP_DECODE_SCAN_SHORTCUTS=0
+report "clr blk" -DIBP_DECODE_CLEAR_BY_BLOCK=1

@@ -131,8 +131,8 @@ def test_row_widths(shape, dtype, w):
     cm = compress(x, chunk_bits=w)
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 300))
     for kw in ({}, {"mask_smem_limit": 0}, {"warp_buffer_bytes": 0}, {"threads": 32},
-               {"zero_fill": False}, {"clear_first": True}, {"fill_base": False},
-               {"blocks_per_sm": CAPPED}, {"scan_shortcuts": False},
+               {"zero_fill": False}, {"clear_rows": "output"}, {"clear_rows": "block"},
+               {"fill_base": False}, {"blocks_per_sm": CAPPED}, {"scan_shortcuts": False},
                {"stretch": False, "fill_base": False},
                {"fixed_rounds": False, "fill_base": False},
                {"fixed_rounds": False, "warp_buffer_bytes": 0, "fill_base": False},
@@ -153,8 +153,8 @@ def test_datasets_bit_exact(path, w):
         dev = gpu.DeviceCompressedMatrix(cm, DEV, location)
         assert_bit_exact(dev.gather(idx.to(DEV)), cm, idx)
         assert_bit_exact(dev.gather(idx.to(torch.int32), sort=True), cm, idx)
-    for kw in ({"zero_fill": False}, {"clear_first": True}, {"fill_base": False},
-               {"blocks_per_sm": CAPPED}, {"scan_shortcuts": False},
+    for kw in ({"zero_fill": False}, {"clear_rows": "output"}, {"clear_rows": "block"},
+               {"fill_base": False}, {"blocks_per_sm": CAPPED}, {"scan_shortcuts": False},
                {"stretch": False, "fill_base": False}, {"fixed_rounds": False, "fill_base": False}):
         other = gpu.DeviceCompressedMatrix(cm, DEV, **kw)
         assert_bit_exact(other.gather(idx.to(DEV)), cm, idx)
@@ -201,23 +201,24 @@ def test_bad_blocks_per_sm():
         gpu.DeviceCompressedMatrix(cm, DEV, threads=512, blocks_per_sm=5)
 
 
-def test_clear_first_over_reused_memory_and_side_stream():
-    """clear_first clears the output on the caller's stream before the kernel skips those
-    rows' clearing: exact even where the allocator hands back memory full of old bytes, on a
-    stream other than the default."""
+@pytest.mark.parametrize("clear_rows", ["output", "block"])
+def test_rows_cleared_elsewhere_over_reused_memory_and_side_stream(clear_rows):
+    """Rows cleared by the gather before the launch, or by the kernel's blocks, are exact even
+    where the allocator hands back memory full of old bytes, on a stream other than the
+    default too (the clearing and the kernel on the caller's stream), sorted or not."""
     x = (torch.from_numpy(np.random.default_rng(4).random((3000, 700))) < 0.01).float()
     cm = compress(x, chunk_bits=32)
-    dev = gpu.DeviceCompressedMatrix(cm, DEV, clear_first=True)
-    assert dev._clear_pays
+    dev = gpu.DeviceCompressedMatrix(cm, DEV, clear_rows=clear_rows)
+    assert dev._has_cleared_rows
     idx = torch.from_numpy(np.random.default_rng(5).integers(0, cm.num_rows, 2000))
     for stream in (torch.cuda.current_stream(), torch.cuda.Stream()):
         outs = []
         with torch.cuda.stream(stream):
-            for _ in range(3):
+            for sort in (False, True, False):
                 dirty = torch.full((len(idx), cm.row_bytes), 0xA5, dtype=torch.uint8,
                                    device=DEV)
                 del dirty                           # back to this stream's cached blocks
-                outs.append(dev.gather(idx.to(DEV)))
+                outs.append(dev.gather(idx.to(DEV), sort=sort))
         stream.synchronize()
         for got in outs:
             assert_bit_exact(got, cm, idx)
@@ -245,8 +246,9 @@ def test_bench_dataset_record(tmp_path):
     for key in ("ibp_pinned_unsorted", "raw_same_size_unsorted"):
         assert rec[key]["seconds"] > 0 and rec["train_batch"][key]["seconds"] > 0
     assert all(rec[f"ibp_pinned_unsorted_{key}"]["seconds"] > 0
-               for key in (*bench_gpu.COMPILED_DECODE_VARIANTS, "clear_first"))
-    assert rec["train_batch"]["ibp_pinned_unsorted_clear_first"]["seconds"] > 0
+               for key in (*bench_gpu.COMPILED_DECODE_VARIANTS, *bench_gpu.CLEARING_VARIANTS))
+    assert all(rec["train_batch"][f"ibp_pinned_unsorted_{key}"]["seconds"] > 0
+               for key in bench_gpu.CLEARING_VARIANTS)
     zero = rec["zero_rows"]                        # all-zero rows: the fill alone
     assert "error" not in zero and zero["filled_groups"] >= 1, zero
     assert zero["batch"]["seconds"] > 0 and zero["train_batch"]["seconds"] > 0

@@ -86,8 +86,9 @@ def test_load_kernels_compiles_each_variant_once(monkeypatch):
     assert compiled.count(base) == len(gpu.kernel_sources())
     capped = base + (f"-DIBP_DECODE_THREADS={gpu.DECODE_THREADS}", "-DIBP_DECODE_MIN_BLOCKS=5")
     full = base + ("-DIBP_DECODE_SCAN_SHORTCUTS=0",)
-    assert compiled.count(capped) == compiled.count(full) == 1
-    assert len(compiled) == len(gpu.kernel_sources()) + 2
+    by_block = base + ("-DIBP_DECODE_CLEAR_BY_BLOCK=1",)
+    assert compiled.count(capped) == compiled.count(full) == compiled.count(by_block) == 1
+    assert len(compiled) == len(gpu.kernel_sources()) + len(COMPILED_DECODE_VARIANTS) == 6
     # a variant alone, as scripts/warm_kernels.py compiles it in a process of its own
     compiled.clear()
     monkeypatch.setattr(gpu, "_modules", {})

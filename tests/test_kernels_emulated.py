@@ -117,12 +117,13 @@ WRAPPERS = {
   const WORD* alt_mask, const WORD* alt_bitval, const u8* fill_groups, const u16* base_prefix,  \
   const u16* round_bits, long long max_stretch, int list_header, int num_groups,               \
   long long num_rows, long long C, const INDEX* index, const long long* out_pos, long long B,   \
-  u8* out, long long row_bytes, int unit, int stage_masks, long long cap_words) {               \
+  u8* out, long long row_bytes, int unit, int stage_masks, long long cap_words,                 \
+  int clear_rows) {                                                                             \
   emu_launch(NAME, grid, block, payload, offset_lo, block_base, offset_shift, mask, bitval,    \
              sel, alt_base, alt_mask, alt_bitval, fill_groups, base_prefix, round_bits,        \
              max_stretch,                                                                      \
              list_header, num_groups, num_rows, C, index, out_pos, B, out, row_bytes, unit,    \
-             stage_masks, cap_words); }
+             stage_masks, cap_words, clear_rows); }
 """ + "".join(  # every kernel ibp_decode.cu instantiates
         f"EMU_DECODE(ibp_decode_w{w}_i{i}_o{o}, {word}, {index}, {off})\n"
         for w, word in ((16, "u16"), (32, "u32"), (64, "u64"))
@@ -162,15 +163,18 @@ EMU_ENCODE(w64, u64)
 
 
 FULL_SCANS = "ibp_decode.cu, full scans"
+BY_BLOCK = "ibp_decode.cu, clearing by block"
+# the decode kernels also as DeviceCompressedMatrix compiles them for these settings
+DECODE_VARIANTS = {FULL_SCANS: {"scan_shortcuts": False}, BY_BLOCK: {"clear_rows": "block"}}
 
 
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory):
     out = {}
     d = tmp_path_factory.mktemp("emu")
-    # the decode kernels also as DeviceCompressedMatrix(scan_shortcuts=False) compiles them
     variants = [(name, name, ()) for name in WRAPPERS]
-    variants.append((FULL_SCANS, "ibp_decode.cu", gpu.decode_defines(scan_shortcuts=False)))
+    variants += [(key, "ibp_decode.cu", gpu.decode_defines(**settings))
+                 for key, settings in DECODE_VARIANTS.items()]
     for key, name, defines in variants:
         wrappers = WRAPPERS[name]
         src = SHIM + "".join(f"#define {k} {v}\n" for k, v in defines) \
@@ -197,10 +201,10 @@ I = ctypes.c_int
 
 def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, stage=True,
                fixed_rounds=True, stretch=True, fill_base=True, zero_fill=True,
-               clear_first=False, prefill=None):
+               clear_rows="warp", prefill=None):
     """The decode kernel's output for requests ``idx``, launched as ``DeviceCompressedMatrix``
     launches it with these settings. The output starts as ``prefill`` bytes (default: 0 where
-    ``clear_first`` has the caller clear it, else 0x5A, so unwritten bytes show)."""
+    ``clear_rows="output"`` has the gather clear it, else 0x5A, so unwritten bytes show)."""
     ws = cm.chunk_bits // 8
     idx = np.asarray(idx)
     pos = None
@@ -219,17 +223,19 @@ def emu_decode(lib, cm, idx, *, sort=False, threads=64, grid=3, cap_bytes=2048, 
     sel, alt_base, alt_mask, alt_bitval = gpu.column_alternatives(cm)
     prefix, round_bits = gpu.base_round_tables(cm) if fixed_rounds else (None, None)
     # every group the fill path can take, not only those it pays for
-    fill = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1), zero_fill=zero_fill,
-                          clear_first=clear_first) if fill_base else None
+    fill = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1),
+                          zero_fill=zero_fill) if fill_base else None
+    moved = fill is not None and zero_fill and (fill == 2).any()
+    clear = gpu.CLEAR_ROWS[clear_rows if moved else "warp"]
     if prefill is None:
-        prefill = 0 if fill is not None and (fill == 3).any() else 0x5A
+        prefill = 0 if clear == gpu.CLEAR_ROWS["output"] else 0x5A
     out = np.full((b, cm.row_bytes), prefill, np.uint8)
     fn(I(grid), I(threads), _p(payload), _p(lo), _p(base), I(offset_shift), _p(mask),
        _p(bitval), _p(sel), _p(alt_base), _p(alt_mask), _p(alt_bitval), _p(fill), _p(prefix),
        _p(round_bits), L(gpu.MAX_STRETCH_ROUNDS if stretch else 1), I(int(cm.list_header)),
        I(cm.num_groups), L(cm.num_rows), L(cm.num_chunks), _p(idx), _p(pos),
        L(b), _p(out), L(cm.row_bytes), I(gpu._unit(cm.row_bytes, ws)), I(int(stage)),
-       L(max(32, cap_bytes // ws)))
+       L(max(32, cap_bytes // ws)), I(clear))
     return out
 
 
@@ -312,10 +318,11 @@ def test_emulated_decode_bit_exact(libs, name, w, extended):
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, stage=False, cap_bytes=0), exp)
     # rows of groups whose bit values are zero filled with them instead of cleared
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, zero_fill=False), exp)
-    # the output cleared before the launch, those rows' clearing skipped
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx, clear_first=True), exp)
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx, clear_first=True, sort=True,
-                                             stage=False, cap_bytes=0), exp)
+    # the rows of those groups cleared with the whole output before the launch, or by blocks
+    for clear_rows, clearing in (("output", lib), ("block", libs[BY_BLOCK])):
+        np.testing.assert_array_equal(emu_decode(clearing, cm, idx, clear_rows=clear_rows), exp)
+        np.testing.assert_array_equal(emu_decode(clearing, cm, idx, clear_rows=clear_rows,
+                                                 sort=True, stage=False, cap_bytes=0), exp)
     # every row round by round (no filled rows), runs of all-base rounds together
     np.testing.assert_array_equal(emu_decode(lib, cm, idx, fill_base=False), exp)
 
@@ -379,14 +386,10 @@ def test_emulated_cases_reach_filled_rows():
                 if fill.any():
                     seen.add("list" if cm.list_header else "bitmap")
                 modes = gpu.fill_modes(cm, fill, zero_fill=True)
-                cleared = gpu.fill_modes(cm, fill, zero_fill=True, clear_first=True)
-                np.testing.assert_array_equal(cleared, np.where(modes == 2, 3, modes))
-                seen |= {f"mode {m}" for m in (*modes, *cleared)}
+                seen |= {f"mode {m}" for m in modes}
                 if fill.any() and not fill.all():
                     seen.add("mixed groups")
-    assert seen == {"list", "bitmap", "mixed groups", "mode 0", "mode 1", "mode 2", "mode 3"}
-    with pytest.raises(ValueError, match="clear_first needs zero_fill"):
-        gpu.fill_modes(cm, fill, zero_fill=False, clear_first=True)
+    assert seen == {"list", "bitmap", "mixed groups", "mode 0", "mode 1", "mode 2"}
     x = MATRICES["list_full_rounds"]
     cm = compress(x, chunk_bits=32)
     assert cm.list_header and gpu.fill_groups(cm, max_entry_rounds=1).all()
@@ -482,11 +485,15 @@ def test_emulated_decode_mixed_rows(libs, w):
         np.testing.assert_array_equal(emu_decode(lib, cm, idx), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, sort=True), exp)
         np.testing.assert_array_equal(emu_decode(lib, cm, idx, cap_bytes=0, stage=False), exp)
+        # blocks clearing their requests' rows: a last round short of the block's warps
+        np.testing.assert_array_equal(
+            emu_decode(libs[BY_BLOCK], cm, idx, clear_rows="block"), exp)
     idx = np.array([0, -1, 3, cm.num_rows, 7, 7, 11, 2] * 4, np.int64)
-    out = emu_decode(lib, cm, idx, grid=1, threads=32)
     bad = (idx < 0) | (idx >= cm.num_rows)
-    assert not out[bad].any()
-    np.testing.assert_array_equal(out[~bad], expected_bytes(cm, idx[~bad]))
+    for clear_rows, clearing in (("warp", lib), ("block", libs[BY_BLOCK])):
+        out = emu_decode(clearing, cm, idx, grid=1, threads=32, clear_rows=clear_rows)
+        assert not out[bad].any()
+        np.testing.assert_array_equal(out[~bad], expected_bytes(cm, idx[~bad]))
 
 
 def test_emulated_decode_bad_index_writes_zeros(libs):
@@ -497,22 +504,23 @@ def test_emulated_decode_bad_index_writes_zeros(libs):
 
 
 @pytest.mark.parametrize("w", [16, 32, 64])
-def test_emulated_cleared_rows_write_only_their_entries(libs, w):
-    """Where the caller clears the output first (``clear_first``), a row of a group whose base
-    patterns are all zero writes only its nonzero chunks: launched on an output that was not
-    cleared, every other chunk of such a row keeps its old bytes. Raw rows and bad indices
-    are still written whole."""
+def test_emulated_rows_cleared_elsewhere(libs, w):
+    """With ``clear_rows="output"`` (the gather clears the output before the launch) a row of
+    a group whose base patterns are all zero writes only its nonzero chunks: launched on an
+    output that was not cleared, every other chunk of such a row keeps its old bytes, while
+    raw rows and bad indices are written whole. With ``"block"`` the kernel clears them
+    itself: the old bytes are gone, for any number of warps a block and requests (and in a
+    kernel compiled without clearing by block, its warps clear them)."""
     rng = np.random.default_rng(12)
     x = (rng.random((200, 90)) < 0.04).astype(np.float32)
     x[::13] = rng.integers(0, 2**32, (16, 90), np.uint32).view(np.float32)   # raw rows
     cm = compress(x, chunk_bits=w)
-    modes = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1), zero_fill=True,
-                           clear_first=True)
-    assert cm.num_groups == 1 and modes.tolist() == [3] and cm.raw_flags.any()
+    modes = gpu.fill_modes(cm, gpu.fill_groups(cm, max_entry_rounds=1), zero_fill=True)
+    assert cm.num_groups == 1 and modes.tolist() == [2] and cm.raw_flags.any()
     idx = rng.integers(0, cm.num_rows, 150).astype(np.int64)
     idx[:3] = [-1, cm.num_rows, 13]
     lib = libs["ibp_decode.cu"]
-    out = emu_decode(lib, cm, idx, clear_first=True, prefill=0x5A)
+    out = emu_decode(lib, cm, idx, clear_rows="output", prefill=0x5A)
     bad = (idx < 0) | (idx >= cm.num_rows)
     assert not out[bad].any()
     exp = expected_bytes(cm, idx[~bad])
@@ -523,7 +531,14 @@ def test_emulated_cleared_rows_write_only_their_entries(libs, w):
     np.testing.assert_array_equal(got, np.where(raw | (want != 0), want, old))
     assert (got == old).any() and raw.any()
     # cleared first, the same launch gives the rows exactly
-    np.testing.assert_array_equal(emu_decode(lib, cm, idx[~bad], clear_first=True), exp)
+    np.testing.assert_array_equal(emu_decode(lib, cm, idx[~bad], clear_rows="output"), exp)
+    for threads, grid, part in ((32, 1, slice(None)), (64, 3, slice(None)), (96, 2, slice(7)),
+                                (128, 4, slice(3, 4))):
+        some, some_bad = idx[part], bad[part]
+        for clearing in (libs[BY_BLOCK], lib):
+            out = emu_decode(clearing, cm, some, clear_rows="block", threads=threads, grid=grid)
+            assert not out[some_bad].any()
+            np.testing.assert_array_equal(out[~some_bad], expected_bytes(cm, some[~some_bad]))
 
 
 @pytest.mark.parametrize("row_bytes,vec,itype", [(64, 16, "i64"), (24, 8, "i64"),
@@ -695,10 +710,11 @@ def emulated_device(libs, monkeypatch):
     monkeypatch.setattr(gpu, "_start_gather", dirty_start)
     kinds = {np.uint64: ctypes.c_void_p, np.int64: L, np.int32: I}   # u64: pointers
 
+    compiled = {gpu.decode_defines(**settings): key for key, settings in DECODE_VARIANTS.items()}
+
     def launch(kernel, device, grid, block, args, smem=0):
         name, defines = kernel
-        lib = libs[FULL_SCANS if defines == gpu.decode_defines(scan_shortcuts=False)
-                   else "ibp_decode.cu"]
+        lib = libs[compiled[defines] if defines else "ibp_decode.cu"]
         getattr(lib, f"emu_{name}")(I(grid), I(block),
                                     *(kinds[type(a)](int(a)) for a in args))
 
@@ -706,10 +722,11 @@ def emulated_device(libs, monkeypatch):
     return lambda cm, **kw: gpu.DeviceCompressedMatrix(cm, "cuda", "device", **kw)
 
 
-SETTINGS = [{}, {"clear_first": True}, {"zero_fill": False}, {"fill_base": False},
-            {"scan_shortcuts": False}, {"stretch": False, "fill_base": False},
-            {"fixed_rounds": False, "fill_base": False},
-            {"warp_buffer_bytes": 0, "mask_smem_limit": 0, "clear_first": True},
+SETTINGS = [{}, {"clear_rows": "output"}, {"clear_rows": "block"}, {"zero_fill": False},
+            {"fill_base": False}, {"scan_shortcuts": False},
+            {"stretch": False, "fill_base": False}, {"fixed_rounds": False, "fill_base": False},
+            {"warp_buffer_bytes": 0, "mask_smem_limit": 0, "clear_rows": "output"},
+            {"threads": 64, "sort_indices": True, "clear_rows": "block"},
             {"threads": 32, "sort_indices": True}]
 
 
@@ -736,30 +753,34 @@ def test_launcher_decodes_bit_exact_on_the_emulated_kernel(emulated_device, name
         dev.gather([0, cm.num_rows])
 
 
-def test_launcher_clears_the_output_only_where_it_pays(emulated_device):
-    """clear_first clears the output before the launch when some group's rows skip their
-    clearing, and is a no-op (no clearing, the usual tables) where no group can."""
+def test_launcher_moves_the_clearing_only_where_there_is_some(emulated_device):
+    """``clear_rows`` other than ``"warp"`` reaches the kernel (and ``"output"`` clears the
+    output before the launch) only for matrices with rows to clear; elsewhere the launch is
+    the default one."""
     sparse = compress(MATRICES["f32_sparse"], chunk_bits=32)
     dense = compress(MATRICES["wide_dense"], chunk_bits=32)
-    assert emulated_device(sparse, clear_first=True)._clear_pays
-    assert not emulated_device(dense, clear_first=True)._clear_pays
+    assert emulated_device(sparse)._has_cleared_rows
+    assert not emulated_device(dense)._has_cleared_rows
     for cm in (sparse, dense):
-        dev = emulated_device(cm, clear_first=True)
-        _, _, _, clear = dev._launch_plan(torch.int64)
-        assert clear == dev._clear_pays
-        dev.clear_first = False                   # a public switch, read at each gather
-        assert dev._launch_plan(torch.int64)[3] is False
-        idx = np.arange(cm.num_rows)[::-2]
-        got = dev.gather(idx)
-        np.testing.assert_array_equal(got.reshape(len(idx), -1).view(torch.uint8).numpy(),
-                                      expected_bytes(cm, idx))
+        dev = emulated_device(cm)
+        for clear_rows in ("output", "block", "warp"):
+            dev.clear_rows = clear_rows             # a public switch, read at each gather
+            code = dev._launch_plan(torch.int64)[3]
+            assert code == gpu.CLEAR_ROWS[clear_rows if cm is sparse else "warp"]
+            idx = np.arange(cm.num_rows)[::-2]
+            got = dev.gather(idx)
+            np.testing.assert_array_equal(got.reshape(len(idx), -1).view(torch.uint8).numpy(),
+                                          expected_bytes(cm, idx))
 
 
-def test_clear_first_needs_zero_fill():
+def test_bad_clear_rows():
     cm = compress(MATRICES["f32_sparse"], chunk_bits=32)
+    with pytest.raises(ValueError, match="clear_rows must be one of 'warp', 'output', 'block'"):
+        gpu.DeviceCompressedMatrix(cm, "cpu", clear_rows="first")
     for kw in ({"zero_fill": False}, {"fill_base": False}):
-        with pytest.raises(ValueError, match="clear_first needs fill_base and zero_fill"):
-            gpu.DeviceCompressedMatrix(cm, "cpu", clear_first=True, **kw)
+        for clear_rows in ("output", "block"):
+            with pytest.raises(ValueError, match="needs fill_base and zero_fill"):
+                gpu.DeviceCompressedMatrix(cm, "cpu", clear_rows=clear_rows, **kw)
 
 
 def test_fill_groups_are_the_groups_without_free_base_bits():
