@@ -127,7 +127,7 @@ def cmd_bench(args) -> int:
 
 def cmd_kernels(args) -> int:
     from . import gpu
-    results = gpu.compile_check(archs=tuple(args.arch))
+    results = gpu.compile_check(archs=tuple(args.arch), variants=args.variants)
     failed = 0
     for source, arch, ok, message in results:
         print(f"{'ok  ' if ok else 'FAIL'} {source} {arch}" + ("" if ok else f"\n{message}"))
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", required=True)
     p.add_argument("--arch", action="append", default=None,
                    help="target architecture, repeatable (default: sm_80 and sm_90)")
+    p.add_argument("--variants", action="store_true",
+                   help="also the decode kernels as each non-default setting compiles them "
+                        "(scan_shortcuts=False, clear_rows='block', blocks_per_sm)")
     p.set_defaults(func=cmd_kernels)
     return parser
 

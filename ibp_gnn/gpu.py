@@ -161,8 +161,17 @@ def _kernel(file: str, name: str, device_index: int, defines: tuple = ()):
     return k
 
 
-def compile_check(archs: Sequence[str] = ("sm_80", "sm_90")) -> list[tuple[str, str, bool, str]]:
-    """Compile every kernel source with NVRTC for each arch; needs no GPU.
+#: ``DeviceCompressedMatrix`` settings that compile the decode kernels apart from the default
+#: (:func:`decode_defines`), one of each kind, for ``compile_check(variants=True)``.
+DECODE_VARIANT_SETTINGS = ({"scan_shortcuts": False}, {"clear_rows": "block"},
+                           {"blocks_per_sm": 5})
+
+
+def compile_check(archs: Sequence[str] = ("sm_80", "sm_90"),
+                  variants: bool = False) -> list[tuple[str, str, bool, str]]:
+    """Compile every kernel source with NVRTC for each arch; needs no GPU. ``variants`` also
+    compiles the decode kernels for each of ``DECODE_VARIANT_SETTINGS`` (tens of seconds
+    each), reported as ``ibp_decode.cu [MACRO=value ...]``.
 
     Returns ``(source file, arch, ok, message)`` tuples; the message is the compiler log (or the
     reason NVRTC could not be used)."""
@@ -170,28 +179,37 @@ def compile_check(archs: Sequence[str] = ("sm_80", "sm_90")) -> list[tuple[str, 
         files = kernel_sources()
     except FileNotFoundError as e:
         return [(str(cuda_dir()), a, False, str(e)) for a in archs]
+    jobs = [(f, f.name, ()) for f in files]
+    if variants:
+        decode = cuda_dir() / "ibp_decode.cu"
+        for settings in DECODE_VARIANT_SETTINGS:
+            defines = decode_defines(**settings)
+            label = " ".join(f"{k}={v}" for k, v in defines)
+            jobs.append((decode, f"{decode.name} [{label}]", defines))
     try:
         from cupy_backends.cuda.libs import nvrtc
         version = ".".join(map(str, nvrtc.getVersion()))
     except Exception as e:
-        return [(f.name, a, False, f"NVRTC not available: {e}") for f in files for a in archs]
+        return [(name, a, False, f"NVRTC not available: {e}") for _, name, _ in jobs
+                for a in archs]
     results = []
-    for f in files:
+    for f, name, defines in jobs:
         src = load_source(f)
+        options = [*NVRTC_OPTIONS, *(f"-D{k}={v}" for k, v in defines)]
         for arch in archs:
             prog = nvrtc.createProgram(src, f.name, [], [])
             try:
-                nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *NVRTC_OPTIONS])
+                nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *options])
                 binary = nvrtc.getCUBIN(prog) if arch.startswith("sm_") else nvrtc.getPTX(prog)
                 log = nvrtc.getProgramLog(prog).strip()
                 msg = f"NVRTC {version}: {len(binary)} bytes" + (f"; {log}" if log else "")
-                results.append((f.name, arch, True, msg))
+                results.append((name, arch, True, msg))
             except Exception as e:
                 try:
                     log = nvrtc.getProgramLog(prog).strip()
                 except Exception:
                     log = ""
-                results.append((f.name, arch, False, f"{e}\n{log}".strip()))
+                results.append((name, arch, False, f"{e}\n{log}".strip()))
             finally:
                 try:
                     nvrtc.destroyProgram(prog)

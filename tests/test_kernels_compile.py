@@ -40,6 +40,17 @@ def test_every_kernel_compiles(arch):
     assert not failed, failed
 
 
+@pytest.mark.slow
+def test_decode_variants_compile():
+    # the decode kernels as each non-default setting compiles them (a minute or so on 2 cores)
+    results = gpu.compile_check(archs=("sm_90",), variants=True)
+    variants = [r for r in results if r[0].startswith("ibp_decode.cu [")]
+    assert len(variants) == len(gpu.DECODE_VARIANT_SETTINGS)
+    assert "ibp_decode.cu [IBP_DECODE_CLEAR_BY_BLOCK=1]" in [r[0] for r in variants]
+    failed = [(f, m) for f, a, ok, m in results if not ok]
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("source", sorted(EXPECTED_KERNELS))
 def test_entry_points_exported(source):
     # extern "C" kernels keep their names in the PTX, which is what RawModule looks up
