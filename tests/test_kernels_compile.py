@@ -41,8 +41,8 @@ def test_every_kernel_compiles(arch):
 
 
 @pytest.mark.slow
-def test_decode_variants_compile():
-    # the decode kernels as each non-default setting compiles them (a minute or so on 2 cores)
+def test_compile_check_of_decode_variants():
+    # what ibp-gnn kernels --check --variants reports (a minute or so on 2 cores)
     results = gpu.compile_check(archs=("sm_90",), variants=True)
     variants = [r for r in results if r[0].startswith("ibp_decode.cu [")]
     assert len(variants) == len(gpu.DECODE_VARIANT_SETTINGS)
@@ -65,6 +65,7 @@ def test_entry_points_exported(source):
 
 @pytest.mark.parametrize("settings,count", [({"blocks_per_sm": 5}, 2),
                                             ({"scan_shortcuts": False}, 1),
+                                            ({"clear_rows": "block"}, 1),
                                             ({"scan_shortcuts": False, "blocks_per_sm": 5}, 3)])
 def test_decode_variants_compile(settings, count):
     # DeviceCompressedMatrix(**settings) compiles the decode kernels with these macros
