@@ -465,7 +465,7 @@ __device__ __forceinline__ void ibp_gather_decode(
   };
 
   // request b decoded into its row of the output
-  auto serve = [&](long long b) {
+  auto decode_request = [&](long long b) {
     const long long row = (long long)__ldg(index + b);
     u8* dst = out + (out_pos ? (long long)__ldg(out_pos + b) : b) * row_bytes;
     // Python validates indices first; this keeps a bad index from reading out of bounds
@@ -509,7 +509,7 @@ __device__ __forceinline__ void ibp_gather_decode(
       zero_bytes(out + first * row_bytes, rows * row_bytes, threadIdx.x, blockDim.x);
       __syncthreads();  // the rows are clear before any warp writes into them
     }
-    if (first + warp < B) serve(first + warp);
+    if (first + warp < B) decode_request(first + warp);
   }
 }
 
